@@ -1,0 +1,3 @@
+"""OncoStruct annotations service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,23 @@
+"""Settings of the annotation service (env prefix ``ONCOSTRUCT_ANNOTATIONS_``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from oncostruct_shared.settings import ServiceSettings
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(ServiceSettings):
+    """Annotation service settings."""
+
+    model_config = SettingsConfigDict(env_prefix="ONCOSTRUCT_ANNOTATIONS_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "annotations"
+    api_prefix: ClassVar[str] = "/annotations/v1"
+
+    base_url: str = Field("http://127.0.0.1:8083/annotations/v1", description="Public base URL of this API.")
+    clinical_url: str = Field("http://127.0.0.1:8081/fhir", description="FHIR base of the clinical service.")
+    imaging_url: str = Field("http://127.0.0.1:8082/dicomweb", description="DICOMweb base of the imaging service.")
+    page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when `limit` is not sent.")
+    page_size_max: int = Field(500, ge=1, le=10000, description="Largest `limit` accepted.")

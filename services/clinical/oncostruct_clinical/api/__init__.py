@@ -1,0 +1,1 @@
+"""FHIR REST routes of the clinical service."""

@@ -1,0 +1,31 @@
+"""The clinical service app: FHIR R4 at ``/fhir``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from oncostruct_shared.service import ServiceSpec, build_service_app
+from oncostruct_shared.surfaces import FhirSurface
+
+from . import __version__
+from .api import metadata, resources
+from .config import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the clinical service (nothing connects until the lifespan starts)."""
+    return build_service_app(
+        ServiceSpec(
+            settings=settings or Settings(),
+            surface=FhirSurface(),
+            title="OncoStruct clinical (FHIR R4)",
+            description="FHIR R4 (4.0.1) server for oncology clinical context: diagnosis, TNM staging, "
+            "treatment and outcome as mCODE resources. Errors are OperationOutcome resources.",
+            version=__version__,
+            # metadata first: its fixed paths must win over /{resource_type}.
+            routers=[metadata.router, resources.router],
+            migrations_dir=Path(__file__).parent / "migrations",
+            validation_status=400,
+        )
+    )

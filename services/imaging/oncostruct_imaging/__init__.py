@@ -1,0 +1,3 @@
+"""OncoStruct imaging service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""DICOMweb (PS3.18) routes of the imaging service."""

@@ -1,0 +1,3 @@
+"""OncoStruct reconstruction service."""
+
+__version__ = "0.1.0"

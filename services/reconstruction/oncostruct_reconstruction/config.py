@@ -1,0 +1,28 @@
+"""Settings of the reconstruction service (env prefix ``ONCOSTRUCT_RECONSTRUCTION_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from oncostruct_shared.settings import ServiceSettings
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(ServiceSettings):
+    """Reconstruction service settings."""
+
+    model_config = SettingsConfigDict(env_prefix="ONCOSTRUCT_RECONSTRUCTION_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "reconstruction"
+    api_prefix: ClassVar[str] = "/reconstruction/v1"
+
+    base_url: str = Field("http://127.0.0.1:8084/reconstruction/v1", description="Public base URL of this API.")
+    storage_path: Path = Field(Path(".local/storage/reconstruction"), description="Folder for model artefacts.")
+    imaging_url: str = Field("http://127.0.0.1:8082/dicomweb", description="DICOMweb base of the imaging service.")
+    annotations_url: str = Field(
+        "http://127.0.0.1:8083/annotations/v1", description="Base URL of the annotation service."
+    )
+    triton_url: str = Field("127.0.0.1:8000", description="Triton HTTP endpoint (host:port, KServe v2).")
+    page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when `limit` is not sent.")
+    page_size_max: int = Field(500, ge=1, le=10000, description="Largest `limit` accepted.")
