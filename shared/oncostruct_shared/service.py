@@ -98,7 +98,10 @@ def _install_error_handlers(app: FastAPI, surface: Surface, validation_status: i
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         error: OncoStructError
-        if exc.status_code == 404:
+        if isinstance(exc.__cause__, OncoStructError):
+            # FastAPI wraps whatever fails while it reads the body (e.g. the size limit) in a 400.
+            error = exc.__cause__
+        elif exc.status_code == 404:
             error = NotFound(f"No route matches {request.method} {request.url.path}.")
         elif exc.status_code == 405:
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.", headers=exc.headers)
