@@ -91,8 +91,6 @@ class ClientCredentialsAuth(httpx.Auth):
     fresh one (the issuer may have rotated keys).
     """
 
-    requires_response_body = True
-
     def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str = "") -> None:
         self.token_url = token_url
         self.client_id = client_id
@@ -123,12 +121,16 @@ class ClientCredentialsAuth(httpx.Auth):
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         async with self._lock:
             if self._token is None or time.monotonic() >= self._expires_at:
-                self._store((yield self._token_request()))
+                token_response = yield self._token_request()
+                await token_response.aread()
+                self._store(token_response)
         request.headers["Authorization"] = f"Bearer {self._token}"
         response = yield request
         if response.status_code == 401:
             async with self._lock:
-                self._store((yield self._token_request()))
+                token_response = yield self._token_request()
+                await token_response.aread()
+                self._store(token_response)
             request.headers["Authorization"] = f"Bearer {self._token}"
             yield request
 

@@ -25,9 +25,13 @@ def _encode_cursor(name: str) -> str:
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        name = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         raise Invalid("The cursor is not one this API returned.", expression=["cursor"]) from None
+    if not name:
+        raise Invalid("The cursor is not one this API returned.", expression=["cursor"])
+    return name
+
 
 
 @router.post("", status_code=201, response_model=ProjectPublic)
