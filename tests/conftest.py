@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from oncostruct_shared.devissuer import IssuerSettings, create_app, load_or_create_key
 from oncostruct_shared.settings import ServiceSettings
-
 from tests.support import Issuer, LiveServer, PostgresServer, free_port, postgres_server
 
 SERVICE_NAMES = ("clinical", "imaging", "annotations", "reconstruction")
@@ -100,9 +100,7 @@ def reconstruction_url(postgres: PostgresServer, service_settings: Callable[...,
 
 
 @pytest.fixture(scope="session")
-def service_urls(
-    clinical_url: str, imaging_url: str, annotations_url: str, reconstruction_url: str
-) -> dict[str, str]:
+def service_urls(clinical_url: str, imaging_url: str, annotations_url: str, reconstruction_url: str) -> dict[str, str]:
     """Root URLs of all four live services, by name."""
     return {
         "clinical": clinical_url,

@@ -20,9 +20,10 @@ import asyncpg
 import jwt
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.types import ASGIApp
+
 from oncostruct_devtools.postgres import LocalPostgres
 from oncostruct_shared.devissuer import mint_token, public_jwk
-from starlette.types import ASGIApp
 
 
 def free_port() -> int:
@@ -150,7 +151,9 @@ class Issuer:
             self.key, issuer=self.url, audience=self.audience, subject=subject, scopes=scopes, ttl_seconds=ttl
         )
 
-    def forge(self, claims: dict[str, Any], *, key: Any = None, algorithm: str = "RS256", kid: str | None = None) -> str:
+    def forge(
+        self, claims: dict[str, Any], *, key: Any = None, algorithm: str = "RS256", kid: str | None = None
+    ) -> str:
         """A token with exactly ``claims`` (defaults filled in), signed as told."""
         now = int(time.time())
         body = {"iss": self.url, "aud": self.audience, "sub": "tester", "iat": now, "exp": now + 600, **claims}

@@ -133,12 +133,16 @@ def parse_set(expression: str) -> dict[str, Any]:
     Raises
     ------
     ChartCheckError
-        If Helm rejects the expression.
+        If Helm rejects the expression or it sets nothing.
     """
     try:
-        return helm_python.parse_set_string(expression)
+        parsed = helm_python.parse_set_string(expression)
     except helm_python.HelmError as exc:
         raise ChartCheckError("values", [f"--set {expression!r}: {exc.detail}"]) from exc
+    if not parsed:
+        # Helm's parser quietly drops some malformed expressions (``a.b[=1``).
+        raise ChartCheckError("values", [f"--set {expression!r} sets no value"])
+    return parsed
 
 
 def user_values(values_files: Iterable[Path] = (), set_expressions: Iterable[str] = ()) -> dict[str, Any]:
@@ -343,7 +347,9 @@ def values_doc_problems(values_path: Path) -> list[str]:
         if not description:
             problems.append(f"{values_path}:{number}: @{tag} {path} has no description")
         if path in documented:
-            problems.append(f"{values_path}:{number}: @{tag} {path} is documented twice (first on line {documented[path]})")
+            problems.append(
+                f"{values_path}:{number}: @{tag} {path} is documented twice (first on line {documented[path]})"
+            )
         documented[path] = number
         if tag == "extra":
             extra.add(path)

@@ -15,13 +15,17 @@ async def _migrate(settings: ServiceSettings, migrations_dir: Path) -> str | Non
     database = Database(settings)
     try:
         await database.migrate(migrations_dir)
-        return await current_revision(database.engine, settings.schema)
+        return await current_revision(database.engine, settings.schema_name)
     finally:
         await database.dispose()
 
 
 def service_main(
-    settings_cls: type[ServiceSettings], app_factory: str, migrations_dir: Path, default_port: int, argv: list[str] | None
+    settings_cls: type[ServiceSettings],
+    app_factory: str,
+    migrations_dir: Path,
+    default_port: int,
+    argv: list[str] | None,
 ) -> int:
     """Run the service command line.
 
@@ -50,7 +54,7 @@ def service_main(
     if args.command == "migrate":
         configure_logging(settings.service_name, settings.log_level)
         revision = asyncio.run(_migrate(settings, migrations_dir))
-        print(f"{settings.service_name}: schema {settings.schema} at revision {revision}")
+        print(f"{settings.service_name}: schema {settings.schema_name} at revision {revision}")
     elif args.command == "heads":
         print(head_revision(migrations_dir))
     else:

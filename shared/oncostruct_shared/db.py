@@ -33,7 +33,7 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         connect_args={
             "timeout": settings.db_connect_timeout_s,
             "server_settings": {
-                "search_path": f'"{settings.schema}", public',
+                "search_path": f'"{settings.schema_name}", public',
                 "application_name": f"oncostruct-{settings.service_name}",
             },
         },
@@ -55,7 +55,7 @@ class Database:
 
     async def migrate(self, migrations_dir: Path, revision: str = "head") -> None:
         """Apply migrations up to ``revision`` (see :func:`upgrade`)."""
-        await upgrade(self.engine, migrations_dir, self.settings.schema, revision)
+        await upgrade(self.engine, migrations_dir, self.settings.schema_name, revision)
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

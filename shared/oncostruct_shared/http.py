@@ -57,7 +57,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self.backoff_seconds = backoff_seconds
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        delay = self.backoff_seconds * (2**attempt) * (1 + random.random() / 2)
+        delay: float = self.backoff_seconds * (2**attempt) * (1 + random.random() / 2)  # noqa: S311 (jitter, not crypto)
         hinted = _retry_after_seconds(response) if response is not None else None
         return max(delay, hinted or 0.0)
 
@@ -165,7 +165,9 @@ def build_http_client(
         base_url=base_url,
         auth=auth,
         timeout=httpx.Timeout(settings.http_timeout_s, connect=settings.http_connect_timeout_s),
-        transport=RetryTransport(transport or httpx.AsyncHTTPTransport(), settings.http_retries, settings.http_backoff_s),
+        transport=RetryTransport(
+            transport or httpx.AsyncHTTPTransport(), settings.http_retries, settings.http_backoff_s
+        ),
         headers={"User-Agent": f"oncostruct-{settings.service_name}/0.1"},
         event_hooks={"request": [_add_request_id]},
     )

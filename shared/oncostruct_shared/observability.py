@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -119,8 +120,8 @@ class RequestMiddleware:
         try:
             length = _header(scope, b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                error = PayloadTooLarge(f"The request body is larger than {self.max_body_bytes} bytes.")
-                response = self.surface.render(error, instance=scope["path"], request_id=request_id)
+                too_large = PayloadTooLarge(f"The request body is larger than {self.max_body_bytes} bytes.")
+                response = self.surface.render(too_large, instance=scope["path"], request_id=request_id)
                 await response(scope, receive, send_with_id)
                 return
             try:

@@ -131,7 +131,7 @@ def build_service_app(spec: ServiceSpec) -> FastAPI:
         try:
             if settings.run_migrations and spec.migrations_dir is not None:
                 await database.migrate(spec.migrations_dir)
-                log.info("migrations applied", extra={"schema": settings.schema})
+                log.info("migrations applied", extra={"schema": settings.schema_name})
             app.state.db = database
             keys = JwksKeySource(settings.jwks_url, auth_client, cache_seconds=settings.auth_jwks_cache_s)
             app.state.verifier = TokenVerifier(

@@ -48,7 +48,9 @@ class ServiceSettings(BaseSettings):
     auth_leeway_s: int = Field(30, ge=0, le=300, description="Clock skew tolerated on `exp`/`nbf`/`iat`.")
     auth_jwks_cache_s: int = Field(300, ge=0, description="How long fetched signing keys are cached.")
     auth_token_url: str = Field("", description="Token endpoint for client credentials (default: `<issuer>/token`).")
-    auth_client_id: str = Field("", description="Client id for service-to-service calls (default: `oncostruct-<service>`).")
+    auth_client_id: str = Field(
+        "", description="Client id for service-to-service calls (default: `oncostruct-<service>`)."
+    )
     auth_client_secret: SecretStr = Field(SecretStr(""), description="Client secret for service-to-service calls.")
 
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
@@ -72,7 +74,7 @@ class ServiceSettings(BaseSettings):
 
     # Derived values: computed, never stored twice.
     @property
-    def schema(self) -> str:
+    def schema_name(self) -> str:
         """The PostgreSQL schema of this service."""
         return self.db_schema or self.service_name
 

@@ -26,7 +26,8 @@ def test_create_then_read_a_project(api: httpx.Client, annotations_url: str) -> 
     created = api.post(BASE, json={"name": name, "description": "Stage I–IV NSCLC"})
     assert created.status_code == 201
     project = created.json()
-    assert project["name"] == name and project["created_by"] == "dr-sato"
+    assert project["name"] == name
+    assert project["created_by"] == "dr-sato"
     assert created.headers["location"] == f"{annotations_url}{BASE}/{project['id']}"
     assert api.get(f"{BASE}/{project['id']}").json() == project
 

@@ -424,3 +424,18 @@ def test_cli_fails_readably(tmp_path: Path) -> None:
     assert "FAILED render" in result.stderr
     assert "global.database.existingSecret" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("service", sorted(set(SERVICES) - {"clinical"}))
+def test_service_subcharts_share_one_set_of_templates(service: str) -> None:
+    """The four service subcharts differ only in their values and helper prefix."""
+    subcharts = charts.DEFAULT_CHART / "charts"
+
+    def normalised(name: str, template: Path) -> str:
+        text = template.read_text(encoding="utf-8")
+        return text.replace(f'"{name}.', '"SERVICE.').replace(f"of the {name} subchart", "of the SERVICE subchart")
+
+    reference = {path.name: normalised("clinical", path) for path in (subcharts / "clinical" / "templates").iterdir()}
+    templates = {path.name: normalised(service, path) for path in (subcharts / service / "templates").iterdir()}
+
+    assert templates == reference

@@ -8,8 +8,8 @@ from fhirclient import client as fhirclient_client
 from fhirclient.models.capabilitystatement import CapabilityStatement
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
-from oncostruct_clinical.api.security import smart_permits
 
+from oncostruct_clinical.api.security import smart_permits
 from tests.support import Issuer, bearer
 
 
@@ -27,7 +27,8 @@ def test_create_then_read_a_patient_with_fhirpy(fhir: SyncFHIRClient) -> None:
         birthDate="1960-04-01",
     )
     patient.save()
-    assert patient.id and patient["meta"]["versionId"] == "1"
+    assert patient.id
+    assert patient["meta"]["versionId"] == "1"
     again = fhir.reference("Patient", patient.id).to_resource()
     assert again["name"][0]["family"] == "山田"
     assert again["identifier"][0]["value"] == "P-0001"
@@ -50,10 +51,10 @@ def test_create_answers_location_etag_and_honours_return_minimal(
     assert created.headers["etag"] == 'W/"1"'
     location = created.headers["location"]
     assert location == f"{clinical_url}/fhir/Condition/{created.json()['id']}/_history/1"
-    minimal = http.post(
-        f"{clinical_url}/fhir/Condition", json=body, headers={**headers, "Prefer": "return=minimal"}
-    )
-    assert minimal.status_code == 201 and minimal.content == b"" and minimal.headers["location"]
+    minimal = http.post(f"{clinical_url}/fhir/Condition", json=body, headers={**headers, "Prefer": "return=minimal"})
+    assert minimal.status_code == 201
+    assert minimal.content == b""
+    assert minimal.headers["location"]
 
 
 @pytest.mark.parametrize(

@@ -90,14 +90,16 @@ def test_paging_warns_when_results_are_cut(imaging_url: str, issuer: Issuer, stu
         params={"PatientID": studies["patient"], "limit": "2"},
         headers=bearer(issuer.token("dicomweb.read")),
     )
-    assert response.status_code == 200 and len(response.json()) == 2
+    assert response.status_code == 200
+    assert len(response.json()) == 2
     assert "more results" in response.headers["warning"]
     rest = httpx.get(
         f"{imaging_url}/dicomweb/studies",
         params={"PatientID": studies["patient"], "limit": "2", "offset": "2"},
         headers=bearer(issuer.token("dicomweb.read")),
     )
-    assert len(rest.json()) == 1 and "warning" not in rest.headers
+    assert len(rest.json()) == 1
+    assert "warning" not in rest.headers
 
 
 def test_unsupported_key_is_reported_not_silently_ignored(imaging_url: str, issuer: Issuer) -> None:

@@ -46,7 +46,8 @@ def test_filter_by_status(api: httpx.Client, jobs: list[str]) -> None:
 
 def test_read_one_job(api: httpx.Client, jobs: list[str]) -> None:
     job = api.get(f"{BASE}/{jobs[0]}").json()
-    assert job["status"] == "queued" and job["model_name"] == "nnr"
+    assert job["status"] == "queued"
+    assert job["model_name"] == "nnr"
 
 
 @pytest.mark.parametrize(

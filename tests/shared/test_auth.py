@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+
 from oncostruct_shared.auth import JwksKeySource, TokenVerifier
 from oncostruct_shared.devissuer import ALL_SCOPES
 from oncostruct_shared.errors import Unauthorized, UpstreamUnavailable
-
 from tests.support import Issuer, LiveServer, bearer, free_port
 
 PROJECTS = "/annotations/v1/projects"
@@ -68,7 +68,14 @@ def _hs256_confusion(issuer: Issuer) -> str:
 
     now = int(time.time())
     header = {"alg": "HS256", "typ": "JWT", "kid": issuer.kid}
-    claims = {"iss": issuer.url, "aud": "oncostruct", "sub": "x", "iat": now, "exp": now + 60, "scope": "annotations.read"}
+    claims = {
+        "iss": issuer.url,
+        "aud": "oncostruct",
+        "sub": "x",
+        "iat": now,
+        "exp": now + 60,
+        "scope": "annotations.read",
+    }
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
     signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
@@ -100,7 +107,8 @@ def test_client_credentials_grant_yields_a_working_token(
     )
     assert grant.status_code == 200
     body = grant.json()
-    assert body["token_type"] == "Bearer" and body["scope"] == "annotations.read"
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "annotations.read"
     assert http.get(annotations_url + PROJECTS, headers=bearer(body["access_token"])).status_code == 200
 
 

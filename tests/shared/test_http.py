@@ -10,11 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
 from oncostruct_annotations.config import Settings
 from oncostruct_shared.errors import UpstreamError, UpstreamUnavailable
 from oncostruct_shared.http import build_http_client, raise_for_upstream, service_auth, transport_error
 from oncostruct_shared.logging import request_id_var
-
 from tests.support import Issuer, LiveServer, free_port
 
 
@@ -28,9 +28,7 @@ class Upstream:
 
         @app.api_route("/thing", methods=["GET", "POST", "PUT"])
         async def thing(request: Request) -> JSONResponse:
-            self.received.append(
-                {"method": request.method, "headers": dict(request.headers), "at": time.monotonic()}
-            )
+            self.received.append({"method": request.method, "headers": dict(request.headers), "at": time.monotonic()})
             status, headers = self.script.pop(0) if self.script else (200, {})
             return JSONResponse({"n": len(self.received)}, status_code=status, headers=headers)
 
@@ -134,7 +132,8 @@ async def test_client_credentials_token_is_fetched_once_and_sent(upstream: Upstr
     import jwt
 
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert claims["sub"] == "oncostruct-annotations" and claims["scope"] == "dicomweb.read"
+    assert claims["sub"] == "oncostruct-annotations"
+    assert claims["scope"] == "dicomweb.read"
 
 
 async def test_upstream_401_refreshes_the_token_once(upstream: Upstream, issuer: Issuer) -> None:
@@ -162,4 +161,5 @@ def test_upstream_failures_map_to_one_hierarchy(status: int, expected: type[Exce
     response = httpx.Response(status, headers={"Warning": '299 pacs "bad"'}, request=httpx.Request("GET", "http://x"))
     with pytest.raises(expected) as caught:
         raise_for_upstream(response, "PACS")
-    assert "PACS answered" in str(caught.value) and "299 pacs" in str(caught.value)
+    assert "PACS answered" in str(caught.value)
+    assert "299 pacs" in str(caught.value)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oncostruct_shared.db import Database, current_revision, head_revision
 
+from oncostruct_shared.db import Database, current_revision, head_revision
 from tests.support import PostgresServer
 
 SERVICES = ["clinical", "imaging", "annotations", "reconstruction"]
@@ -34,7 +34,7 @@ async def _migrate(settings: Any, service: str) -> str | None:
     database = Database(settings)
     try:
         await database.migrate(_migrations_dir(service))
-        return await current_revision(database.engine, settings.schema)
+        return await current_revision(database.engine, settings.schema_name)
     finally:
         await database.dispose()
 
@@ -72,7 +72,8 @@ def test_concurrent_replicas_migrate_once(postgres: PostgresServer, service_sett
         return await asyncio.gather(*(_migrate(settings, "annotations") for _ in range(4)))
 
     revisions = asyncio.run(four_replicas())
-    assert len(set(revisions)) == 1 and revisions[0] is not None
+    assert len(set(revisions)) == 1
+    assert revisions[0] is not None
     rows = postgres.fetch(database, "SELECT version_num FROM annotations.alembic_version")
     assert [row["version_num"] for row in rows] == revisions[:1]
 
@@ -97,7 +98,6 @@ def test_services_share_one_database_without_collisions(postgres: PostgresServer
 
 def test_app_start_applies_migrations_unless_disabled(postgres: PostgresServer, service_settings: Any) -> None:
     from oncostruct_reconstruction.app import create_app
-
     from tests.support import LiveServer
 
     database = "migrate_on_start"

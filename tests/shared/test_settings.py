@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from oncostruct_shared.settings import ServiceSettings
 from pydantic import ValidationError
+
+from oncostruct_shared.settings import ServiceSettings
 
 SERVICES = {
     "clinical": "/fhir",
@@ -34,7 +35,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_are_the_local_suite(service: str, prefix: str) -> None:
     settings = settings_class(service)()
     assert settings.api_prefix == prefix
-    assert settings.schema == service
+    assert settings.schema_name == service
     assert settings.jwks_url == "http://127.0.0.1:8090/.well-known/jwks.json"
     assert settings.token_url == "http://127.0.0.1:8090/token"
     assert settings.client_id == f"oncostruct-{service}"
@@ -48,13 +49,13 @@ def test_each_service_reads_only_its_own_prefix(service: str, monkeypatch: pytes
     monkeypatch.setenv(f"ONCOSTRUCT_{service.upper()}_AUTH_ISSUER", "https://login.example/realms/x/")
     monkeypatch.setenv(f"ONCOSTRUCT_{service.upper()}_RUN_MIGRATIONS", "false")
     settings = settings_class(service)()
-    assert settings.schema == "mine"
+    assert settings.schema_name == "mine"
     assert settings.auth_issuer == "https://login.example/realms/x"  # trailing slash dropped
     assert settings.jwks_url == "https://login.example/realms/x/.well-known/jwks.json"
     assert settings.run_migrations is False
     for other in SERVICES:
         if other != service:
-            assert settings_class(other)().schema == other
+            assert settings_class(other)().schema_name == other
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,8 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONCOSTRUCT_CLINICAL_DATABASE_URL", "postgresql+asyncpg://u:hunter2@db/x")
     monkeypatch.setenv("ONCOSTRUCT_CLINICAL_AUTH_CLIENT_SECRET", "s3cret")
     settings = settings_class("clinical")()
-    assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
+    assert "hunter2" not in repr(settings)
+    assert "s3cret" not in repr(settings)
     assert settings.database_url.get_secret_value().endswith("@db/x")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from oncostruct_shared.errors import (
     ERROR_BY_STATUS,
     Invalid,
@@ -76,7 +77,8 @@ def test_dicomweb_error_has_warning_header() -> None:
 def test_warning_header_survives_non_latin_text() -> None:
     value = warning_header("agent", "患者名 山田\nline two")
     value.encode("latin-1")  # must not raise: HTTP headers are ISO-8859-1
-    assert value.startswith('299 agent "') and "\n" not in value
+    assert value.startswith('299 agent "')
+    assert "\n" not in value
 
 
 def test_every_error_class_maps_back_from_its_status() -> None:

@@ -59,7 +59,8 @@ def assert_error_format(service: str, response: httpx.Response, status: int) -> 
     assert media_type == "application/problem+json"
     body = response.json()
     assert body["status"] == status
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     assert body["request_id"] == response.headers["x-request-id"]
     if service == "imaging":
         assert re.match(r'^299 oncostruct-imaging ".+"', response.headers["warning"])
@@ -121,9 +122,7 @@ def test_body_over_limit_is_rejected_before_reading(
     assert_error_format(service, response, 413)
 
 
-def test_streamed_body_over_limit_is_rejected(
-    annotations_url: str, issuer: Issuer, http: httpx.Client
-) -> None:
+def test_streamed_body_over_limit_is_rejected(annotations_url: str, issuer: Issuer, http: httpx.Client) -> None:
     def chunks():  # type: ignore[no-untyped-def]
         chunk = b" " * (1024 * 1024)
         for _ in range(12):  # 12 MiB, chunked: no Content-Length to reject up front
@@ -153,9 +152,7 @@ def test_malformed_json_body_is_bad_request(
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_health_ready_and_metrics_need_no_token(
-    service: str, service_urls: dict[str, str], http: httpx.Client
-) -> None:
+def test_health_ready_and_metrics_need_no_token(service: str, service_urls: dict[str, str], http: httpx.Client) -> None:
     base = service_urls[service]
     assert http.get(base + "/healthz").json() == {"status": "ok"}
     ready = http.get(base + "/readyz")
@@ -206,6 +203,7 @@ def test_openapi_document_lives_under_the_prefix(
 ) -> None:
     document = http.get(service_urls[service] + PREFIXES[service] + "/openapi.json").json()
     paths = document["paths"]
-    assert paths and all(path.startswith(PREFIXES[service]) for path in paths)
+    assert paths
+    assert all(path.startswith(PREFIXES[service]) for path in paths)
     assert "/healthz" not in paths
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

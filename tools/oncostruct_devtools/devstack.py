@@ -8,6 +8,8 @@ Data survives restarts; running it while it already runs only reports.
 
     python -m oncostruct_devtools.devstack run [--port-offset N]
     python -m oncostruct_devtools.devstack stop
+    python -m oncostruct_devtools.devstack token [--scopes "..."]
+    python -m oncostruct_devtools.devstack migrate
 """
 
 from __future__ import annotations
@@ -163,7 +165,9 @@ class Stack:
                 continue
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    raise RuntimeError(f"port {port} (for {name}) is already in use; stop what uses it or --port-offset")
+                    raise RuntimeError(
+                        f"port {port} (for {name}) is already in use; stop what uses it or --port-offset"
+                    )
 
     def start(self, timeout_s: float = 90) -> None:
         """Start PostgreSQL, the issuer and the services, and wait until all are ready."""
@@ -287,10 +291,26 @@ def stop(stack: Stack, timeout_s: float = 30) -> int:
     return 1
 
 
+def migrate(stack: Stack) -> int:
+    """Apply every service's migrations to the local cluster (started for the purpose if it is down)."""
+    was_running = stack.postgres.is_running()
+    stack.postgres.start()
+    env = stack.environment()
+    try:
+        for name in SERVICES:
+            result = subprocess.run([sys.executable, "-m", f"oncostruct_{name}", "migrate"], env=env)
+            if result.returncode != 0:
+                return result.returncode
+    finally:
+        if not was_running:
+            stack.postgres.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line of the dev stack."""
     parser = argparse.ArgumentParser(prog="python -m oncostruct_devtools.devstack")
-    parser.add_argument("command", choices=["run", "stop", "token"])
+    parser.add_argument("command", choices=["run", "stop", "token", "migrate"])
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("ONCOSTRUCT_DATA_DIR", ".local")), help="data folder"
     )
@@ -300,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args.data_dir, args.port_offset)
     if args.command == "run":
         return run(stack)
+    if args.command == "migrate":
+        return migrate(stack)
     if args.command == "token":
         print(stack.token(args.scopes))
         return 0

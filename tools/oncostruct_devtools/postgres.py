@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -184,7 +185,9 @@ class LocalPostgres:
 
     def create_database(self, name: str) -> None:
         """Create database ``name`` unless it exists."""
-        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise PostgresError(f"{name!r} is not a plain lower-case database name")
+        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")  # noqa: S608 (checked above)
         if not exists:
             self._psql(f'CREATE DATABASE "{name}"')
 

@@ -94,6 +94,10 @@ Each subchart checks its own values too.
 {{- if not $routes -}}
 {{- $messages = append $messages "oncostruct: ingress.enabled is true but clinical, imaging, annotations and reconstruction are all disabled: nothing to route." -}}
 {{- end -}}
+{{- $publicHost := (urlParse (.Values.global.publicUrl | default "")).hostname -}}
+{{- if and .Values.ingress.hostname .Values.global.publicUrl (ne $publicHost .Values.ingress.hostname) -}}
+{{- $messages = append $messages (printf "oncostruct: global.publicUrl (%s) names host %q but ingress.hostname is %q: the services would write links to a host the ingress does not serve. Set both to the same host." .Values.global.publicUrl $publicHost .Values.ingress.hostname) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.reconstruction.enabled (not .Values.triton.enabled) (not ((.Values.reconstruction.upstreams).triton)) -}}
 {{- $messages = append $messages "oncostruct: reconstruction is enabled but triton is not: enable triton or set reconstruction.upstreams.triton to the host:port of an existing Triton HTTP endpoint." -}}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from oncostruct_shared.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from oncostruct_shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends
+
 from oncostruct_shared.auth import Principal, require_scopes
 
 ReaderDep = Annotated[Principal, Depends(require_scopes("annotations.read"))]

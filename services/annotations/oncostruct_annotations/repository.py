@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from oncostruct_shared.errors import Conflict, NotFound
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from oncostruct_shared.errors import Conflict, NotFound
 
 from .models import ProjectRow
 from .schemas import ProjectCreate

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import FhirSurface
 

@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from oncostruct_shared.errors import Gone, NotFound
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from oncostruct_shared.errors import Gone, NotFound
 
 from .models import ResourceHistoryRow, ResourceRow
 

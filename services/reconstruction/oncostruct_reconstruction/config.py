@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from oncostruct_shared.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from oncostruct_shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

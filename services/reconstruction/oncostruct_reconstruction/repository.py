@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from oncostruct_shared.errors import NotFound
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from oncostruct_shared.errors import NotFound
 
 from .models import JobRow
 from .schemas import JobStatus

@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+
 from oncostruct_shared.db import SessionDep
 from oncostruct_shared.errors import Invalid
 
@@ -31,7 +32,6 @@ def _decode_cursor(cursor: str) -> str:
     if not name:
         raise Invalid("The cursor is not one this API returned.", expression=["cursor"])
     return name
-
 
 
 @router.post("", status_code=201, response_model=ProjectPublic)

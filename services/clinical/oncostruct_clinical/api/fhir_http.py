@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+
 from oncostruct_shared.errors import Invalid, NotAcceptable, UnsupportedMediaType
 
 FHIR_JSON = "application/fhir+json"

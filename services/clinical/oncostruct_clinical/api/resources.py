@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
+
 from oncostruct_shared.db import SessionDep
 from oncostruct_shared.errors import Invalid, NotFound
 

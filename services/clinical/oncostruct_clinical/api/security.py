@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal
 
 from fastapi import Request
+
 from oncostruct_shared.auth import Principal, PrincipalDep, insufficient_scope
 
 Interaction = Literal["c", "r", "u", "d", "s"]

@@ -14,12 +14,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute
+
 from oncostruct_shared.auth import require_scopes
 from oncostruct_shared.db import SessionDep
 from oncostruct_shared.errors import Invalid, NotAcceptable
 from oncostruct_shared.surfaces import warning_header
-from sqlalchemy import Select, select
-from sqlalchemy.orm import InstrumentedAttribute
 
 from ..config import Settings
 from ..dicom_json import DICOM_JSON, dicom_json_response, element
@@ -54,7 +55,7 @@ def _like(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _match(query: Select[tuple[StudyRow]], keyword: str, value: str) -> Select[tuple[StudyRow]]:
+def _match(query: Select[StudyRow], keyword: str, value: str) -> Select[StudyRow]:
     _, column, kind = STUDY_KEYS[keyword]
     if kind == "uid":
         uids = [uid for uid in re.split(r"[,\\]", value) if uid]
@@ -141,5 +142,7 @@ async def search_for_studies(request: Request, session: SessionDep) -> Response:
     if len(rows) > limit:
         warnings.append("There are more results than returned; use offset to page")
         rows = rows[:limit]
-    headers = {"Warning": ", ".join(warning_header("oncostruct-imaging", text) for text in warnings)} if warnings else None
+    headers = (
+        {"Warning": ", ".join(warning_header("oncostruct-imaging", text) for text in warnings)} if warnings else None
+    )
     return dicom_json_response([study_attributes(row, settings.base_url) for row in rows], headers=headers)

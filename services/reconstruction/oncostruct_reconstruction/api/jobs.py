@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+
 from oncostruct_shared.db import SessionDep
 from oncostruct_shared.errors import Invalid
 

@@ -113,6 +113,20 @@ annotations: {{ printf "http://%s-annotations:8083/annotations/v1" .Release.Name
 triton: {{ printf "%s-triton:8000" .Release.Name | quote }}
 {{- end -}}
 
+{{/* Path prefix under which the app serves its API (fixed by the app; the ingress routes it as-is). */}}
+{{- define "reconstruction.pathPrefix" -}}
+{{- get (dict "clinical" "/fhir" "imaging" "/dicomweb" "annotations" "/annotations/v1" "reconstruction" "/reconstruction/v1") .Chart.Name -}}
+{{- end -}}
+
+{{/* Public base URL (BASE_URL): baseUrl, else global.publicUrl + the path prefix, else empty (the service default). */}}
+{{- define "reconstruction.baseUrl" -}}
+{{- if .Values.baseUrl -}}
+{{- .Values.baseUrl -}}
+{{- else if .Values.global.publicUrl -}}
+{{- printf "%s%s" (trimSuffix "/" .Values.global.publicUrl) (include "reconstruction.pathPrefix" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The uvicorn command line (the same as the image's CMD, with the configured port). */}}
 {{- define "reconstruction.defaultArgs" -}}
 - --factory
@@ -167,9 +181,9 @@ triton: {{ printf "%s-triton:8000" .Release.Name | quote }}
 - name: {{ $prefix }}MAX_BODY_BYTES
   value: {{ .Values.maxBodyBytes | int64 | toString | quote }}
 {{- end }}
-{{- if .Values.baseUrl }}
+{{- with (include "reconstruction.baseUrl" .) }}
 - name: {{ $prefix }}BASE_URL
-  value: {{ .Values.baseUrl | quote }}
+  value: {{ . | quote }}
 {{- end }}
 {{- if (.Values.storage).enabled }}
 - name: {{ $prefix }}STORAGE_PATH

@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.Column("created_by", sa.String(200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_job_status"
-        ),
+        sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_job_status"),
     )
     op.create_index("ix_job_series", "job", ["study_instance_uid", "series_instance_uid"])
     op.create_index("ix_job_status_created", "job", ["status", "created_at"])
