@@ -65,8 +65,9 @@ format: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: venv ## run the benchmarks and print a table (not part of make test)
-	$(PY) -m bench
+BENCH ?=
+bench: venv ## run the benchmarks and print their tables (BENCH="imaging" for one; not part of make test)
+	$(PY) -m bench $(BENCH)
 
 charts: venv ## render the Helm chart offline, lint it and validate every manifest
 	$(PY) tools/charts.py
