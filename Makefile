@@ -37,12 +37,7 @@ run: venv ## start the whole suite in the foreground (Ctrl-C stops it)
 	$(PY) -m oncostruct_devtools.devstack run
 
 start: venv ## start the whole suite in the background (make stop stops it)
-	@mkdir -p .local/logs
-	@nohup $(PY) -m oncostruct_devtools.devstack run > .local/logs/devstack.log 2>&1 &
-	@for i in $$(seq 1 180); do \
-	  grep -q "Ready in" .local/logs/devstack.log 2>/dev/null && { cat .local/logs/devstack.log; exit 0; }; \
-	  grep -qE "failed|exited|already runs" .local/logs/devstack.log 2>/dev/null && { cat .local/logs/devstack.log; exit 1; }; \
-	  sleep 0.5; done; echo "not ready after 90 s; see .local/logs" >&2; exit 1
+	$(PY) -m oncostruct_devtools.devstack start
 
 stop: venv ## stop a suite started with make start
 	$(PY) -m oncostruct_devtools.devstack stop

@@ -162,3 +162,26 @@ def test_logs_are_json_with_request_ids_and_no_tokens(data_dir: Path) -> None:
     assert "Bearer" not in everything
     assert "Persist" not in everything  # no patient data
     assert "/fhir/Patient/" not in everything  # routes are logged as templates, not raw paths
+
+
+def test_start_in_background_is_idempotent_and_stop_stops_it(data_dir: Path) -> None:
+    def devstack(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "oncostruct_devtools.devstack", command, "--data-dir", str(data_dir),
+             "--port-offset", str(OFFSET)],
+            capture_output=True, text=True, timeout=150,
+        )  # fmt: skip
+
+    started = devstack("start")
+    assert started.returncode == 0, started.stderr
+    assert "Ready in" in started.stdout
+    try:
+        assert httpx.get(url("annotations") + "/readyz").status_code == 200
+        again = devstack("start")
+        assert again.returncode == 0
+        assert "already runs" in again.stdout
+    finally:
+        stopped = devstack("stop")
+    assert stopped.returncode == 0
+    assert "stopped" in stopped.stdout
+    assert _stack_processes(data_dir) == []

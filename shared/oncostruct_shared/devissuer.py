@@ -35,6 +35,8 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .logging import configure_logging
+
 #: Every scope the suite knows; ``make token`` grants all of them by default.
 ALL_SCOPES: tuple[str, ...] = (
     "system/*.cruds",
@@ -161,6 +163,7 @@ def _known_clients(settings: IssuerSettings) -> dict[str, str]:
 def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     """The issuer's HTTP app: discovery document, JWKS, token endpoint, health."""
     settings = settings or IssuerSettings()
+    configure_logging("issuer")
     key = load_or_create_key(settings.key_file)
     jwks = {"keys": [public_jwk(key)]}
     app = FastAPI(title="OncoStruct development issuer", docs_url=None, redoc_url=None, openapi_url=None)

@@ -7,6 +7,7 @@ SIGTERM (``make stop``) stops everything it started, PostgreSQL included.
 Data survives restarts; running it while it already runs only reports.
 
     python -m oncostruct_devtools.devstack run [--port-offset N]
+    python -m oncostruct_devtools.devstack start      (the same, detached; returns when ready)
     python -m oncostruct_devtools.devstack stop
     python -m oncostruct_devtools.devstack token [--scopes "..."]
     python -m oncostruct_devtools.devstack migrate
@@ -272,6 +273,33 @@ def run(stack: Stack) -> int:
         stack.stop()
 
 
+def start_background(stack: Stack, argv: list[str], timeout_s: float = 120) -> int:
+    """Run the stack detached (output in ``logs/devstack.log``) and return once it is ready."""
+    pid = _running_pid(stack)
+    if pid is not None:
+        print(f"OncoStruct already runs (pid {pid}); `make stop` stops it.")
+        return 0
+    stack.logs.mkdir(parents=True, exist_ok=True)
+    log_path = stack.logs / "devstack.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "oncostruct_devtools.devstack", "run", *argv],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        output = log_path.read_text(errors="replace")
+        if "Ready in" in output:
+            print(output.replace("Ctrl-C stops everything.", "`make stop` stops everything."))
+            return 0
+        if process.poll() is not None:
+            print(output, file=sys.stderr)
+            return 1
+        time.sleep(0.3)
+    print(f"not ready after {timeout_s:.0f} s; see {log_path}", file=sys.stderr)
+    return 1
+
+
 def stop(stack: Stack, timeout_s: float = 30) -> int:
     """Stop a stack started in the background."""
     pid = _running_pid(stack)
@@ -310,7 +338,7 @@ def migrate(stack: Stack) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command line of the dev stack."""
     parser = argparse.ArgumentParser(prog="python -m oncostruct_devtools.devstack")
-    parser.add_argument("command", choices=["run", "stop", "token", "migrate"])
+    parser.add_argument("command", choices=["run", "start", "stop", "token", "migrate"])
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("ONCOSTRUCT_DATA_DIR", ".local")), help="data folder"
     )
@@ -320,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args.data_dir, args.port_offset)
     if args.command == "run":
         return run(stack)
+    if args.command == "start":
+        return start_background(stack, ["--data-dir", str(args.data_dir), "--port-offset", str(args.port_offset)])
     if args.command == "migrate":
         return migrate(stack)
     if args.command == "token":
