@@ -1,0 +1,203 @@
+"""Object storage behind one small protocol: a local folder by default, S3-compatible in clusters.
+
+Keys are ``/``-separated relative names (``studies/1.2.3/…/4.5.6.dcm``). A
+stored object is immutable and appears whole or not at all: writers put the
+content under a temporary name, make it durable, then publish it under its key
+in one atomic step (``rename`` on a filesystem, a completed ``PUT`` on S3).
+Readers therefore never see a half-written object.
+
+Only :class:`FilesystemObjectStore` ships today; an S3 implementation needs the
+same six methods (``put_file`` is a multipart upload of the spooled file,
+``read_range`` a ranged ``GET``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from .errors import NotFound, OncoStructError
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9._\-]{1,200}$")
+#: Reads of whole objects are streamed in chunks of this size by default.
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+
+
+class StorageError(OncoStructError):
+    """The object store failed (full disk, permissions, an unreachable bucket)."""
+
+    status = 507
+    title = "Insufficient Storage"
+    slug = "storage-error"
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise :class:`ValueError`.
+
+    Each ``/``-separated part must be 1–200 characters of ``[A-Za-z0-9._-]`` and
+    must not be ``.`` or ``..``: keys can never escape the store's root.
+    """
+    parts = key.split("/")
+    if not key or any(part in (".", "..") or not _KEY_PART.match(part) for part in parts):
+        raise ValueError(f"not a valid object key: {key!r}")
+    return key
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Where DICOM files and arrays live; every method is safe to call concurrently."""
+
+    async def put_file(self, key: str, source: Path) -> int:
+        """Publish the local file ``source`` under ``key`` atomically and return its size.
+
+        ``source`` is consumed (moved or deleted). An existing object under
+        ``key`` is replaced atomically.
+        """
+        ...
+
+    async def put_bytes(self, key: str, data: bytes) -> int:
+        """Publish ``data`` under ``key`` atomically and return its size."""
+        ...
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes from ``offset``; raise :class:`NotFound` if there is no object."""
+        ...
+
+    def iter_chunks(self, key: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        """Stream a whole object in chunks; raise :class:`NotFound` if there is no object."""
+        ...
+
+    async def size(self, key: str) -> int:
+        """The object's size in bytes; raise :class:`NotFound` if there is none."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove the object; return whether it existed (deleting twice is not an error)."""
+        ...
+
+
+class FilesystemObjectStore:
+    """Objects as files below ``root``; publishing is temp file + fsync + ``rename``.
+
+    Parameters
+    ----------
+    root
+        Folder holding the objects (created if missing).
+    fsync
+        Flush file contents and the parent folder to disk before an object is
+        reported stored. Without it an acknowledged object survives a killed
+        process but not a power loss.
+    """
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root.resolve()
+        self.fsync = fsync
+        self.staging = self.root / ".staging"
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        """The file that holds ``key`` (it may not exist)."""
+        return self.root / validate_key(key)
+
+    def staging_file(self) -> Path:
+        """A fresh path on the store's filesystem for spooling (so publishing is a rename)."""
+        return self.staging / f"{uuid.uuid4().hex}.part"
+
+    def _sync_dir(self, folder: Path) -> None:
+        if not self.fsync:
+            return
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _publish(self, key: str, source: Path) -> int:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            try:
+                os.link(source, temporary)  # same filesystem: no copy
+                source.unlink()
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copyfile(source, temporary)
+                source.unlink()
+            if self.fsync:
+                with open(temporary, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            size = temporary.stat().st_size
+            os.replace(temporary, target)
+            self._sync_dir(target.parent)
+            return size
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise StorageError(f"The object store could not write {key}: {exc.strerror or exc}.") from exc
+
+    def _write(self, key: str, data: bytes) -> int:
+        spool = self.staging_file()
+        try:
+            with open(spool, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                spool.unlink()
+            raise StorageError(f"The object store could not write {key}: {exc.strerror or exc}.") from exc
+        return self._publish(key, spool)
+
+    def _read(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self.path(key), "rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        except FileNotFoundError:
+            raise NotFound(f"No stored object {key}.") from None
+
+    async def put_file(self, key: str, source: Path) -> int:
+        return await asyncio.to_thread(self._publish, key, source)
+
+    async def put_bytes(self, key: str, data: bytes) -> int:
+        return await asyncio.to_thread(self._write, key, data)
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        return await asyncio.to_thread(self._read, key, offset, length)
+
+    async def iter_chunks(self, key: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        try:
+            handle = await asyncio.to_thread(open, self.path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"No stored object {key}.") from None
+        try:
+            while chunk := await asyncio.to_thread(handle.read, chunk_bytes):
+                yield chunk
+        finally:
+            handle.close()
+
+    async def size(self, key: str) -> int:
+        try:
+            return (await asyncio.to_thread(self.path(key).stat)).st_size
+        except FileNotFoundError:
+            raise NotFound(f"No stored object {key}.") from None
+
+    async def delete(self, key: str) -> bool:
+        def remove() -> bool:
+            try:
+                self.path(key).unlink()
+            except FileNotFoundError:
+                return False
+            return True
+
+        return await asyncio.to_thread(remove)
