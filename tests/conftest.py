@@ -65,12 +65,14 @@ def service_settings(
     return build
 
 
-def _start_service(name: str, postgres: PostgresServer, settings: Callable[..., ServiceSettings]) -> Iterator[str]:
+def _start_service(
+    name: str, postgres: PostgresServer, settings: Callable[..., ServiceSettings], **overrides: Any
+) -> Iterator[str]:
     postgres.create_database(f"test_{name}")
     port = free_port()
     module = __import__(f"oncostruct_{name}.app", fromlist=["create_app"])
     prefix = _settings_class(name).api_prefix
-    app = module.create_app(settings(name, base_url=f"http://127.0.0.1:{port}{prefix}"))
+    app = module.create_app(settings(name, base_url=f"http://127.0.0.1:{port}{prefix}", **overrides))
     with LiveServer(app, port=port) as server:
         yield server.url
 
@@ -88,9 +90,11 @@ def imaging_url(postgres: PostgresServer, service_settings: Callable[..., Servic
 
 
 @pytest.fixture(scope="session")
-def annotations_url(postgres: PostgresServer, service_settings: Callable[..., ServiceSettings]) -> Iterator[str]:
-    """Root URL of a live annotation service."""
-    yield from _start_service("annotations", postgres, service_settings)
+def annotations_url(
+    postgres: PostgresServer, service_settings: Callable[..., ServiceSettings], imaging_url: str
+) -> Iterator[str]:
+    """Root URL of a live annotation service (reading the live imaging service)."""
+    yield from _start_service("annotations", postgres, service_settings, imaging_url=f"{imaging_url}/dicomweb")
 
 
 @pytest.fixture(scope="session")

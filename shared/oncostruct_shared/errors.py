@@ -160,6 +160,15 @@ class Unprocessable(OncoStructError):
     slug = "unprocessable"
 
 
+class PreconditionRequired(OncoStructError):
+    """The operation needs a conditional request (``If-Match``) and none was sent (RFC 6585 §3)."""
+
+    status = 428
+    title = "Precondition Required"
+    fhir_code = "required"
+    slug = "precondition-required"
+
+
 class UpstreamError(OncoStructError):
     """An upstream (database peer, service, PACS, Triton) answered with an error."""
 
@@ -194,6 +203,7 @@ ERROR_BY_STATUS: dict[int, type[OncoStructError]] = {
         PayloadTooLarge,
         UnsupportedMediaType,
         Unprocessable,
+        PreconditionRequired,
         UpstreamError,
         UpstreamUnavailable,
     )

@@ -13,12 +13,15 @@ from oncostruct_shared.db import Database, current_revision, head_revision
 from tests.support import PostgresServer
 
 SERVICES = ["clinical", "imaging", "annotations", "reconstruction"]
-TABLES = {
-    "clinical": {"resource", "resource_history"},
-    "imaging": {"study"},
-    "annotations": {"project"},
-    "reconstruction": {"job"},
-}
+
+
+def _model_tables(service: str) -> set[str]:
+    """The tables a service's ORM models expect (its migrations must create exactly these)."""
+    base = importlib.import_module(f"oncostruct_{service}.models").Base
+    return {table.name for table in base.metadata.sorted_tables}
+
+
+TABLES = {service: _model_tables(service) for service in SERVICES}
 
 
 def _migrations_dir(service: str) -> Path:

@@ -2,29 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from oncostruct_shared.http import build_http_client, service_auth
 from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import ProblemSurface
 
 from . import __version__
-from .api import projects
+from .api import annotations as annotations_api
+from .api import projects, schemas
+from .clients.imaging import ImagingClient
 from .config import Settings
+from .repository import ensure_default_schema
+from .schemas import AnnotationCreate
+
+
+async def _no_image_check(_: AnnotationCreate) -> None:
+    return None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the annotation service (nothing connects until the lifespan starts)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with app.state.db.sessionmaker() as session:
+            await ensure_default_schema(session)
+        imaging_http = build_http_client(
+            settings, settings.imaging_url, auth=service_auth(settings, scope="dicomweb.read")
+        )
+        app.state.image_check = ImagingClient(imaging_http).check if settings.verify_images else _no_image_check
+        try:
+            yield
+        finally:
+            await imaging_http.aclose()
+
     return build_service_app(
         ServiceSpec(
-            settings=settings or Settings(),
+            settings=settings,
             surface=ProblemSurface(),
             title="OncoStruct annotations",
             description="Patient-, series- and ROI-level labels with review and provenance. "
             "Errors are RFC 9457 problem details (application/problem+json).",
             version=__version__,
-            routers=[projects.router],
+            routers=[schemas.router, projects.router, annotations_api.router],
             migrations_dir=Path(__file__).parent / "migrations",
+            lifespan=lifespan,
         )
     )

@@ -20,5 +20,8 @@ class Settings(ServiceSettings):
     base_url: str = Field("http://127.0.0.1:8083/annotations/v1", description="Public base URL of this API.")
     clinical_url: str = Field("http://127.0.0.1:8081/fhir", description="FHIR base of the clinical service.")
     imaging_url: str = Field("http://127.0.0.1:8082/dicomweb", description="DICOMweb base of the imaging service.")
+    verify_images: bool = Field(
+        True, description="Check series and ROI annotations against the imaging service (series exists, geometry fits)."
+    )
     page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when `limit` is not sent.")
     page_size_max: int = Field(500, ge=1, le=10000, description="Largest `limit` accepted.")

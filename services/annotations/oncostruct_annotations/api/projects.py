@@ -14,8 +14,16 @@ from oncostruct_shared.errors import Invalid
 
 from ..config import Settings
 from ..deps import ReaderDep, WriterDep
-from ..repository import create_project, get_project, list_projects
-from ..schemas import ProjectCreate, ProjectPage, ProjectPublic
+from ..repository import (
+    create_project,
+    get_project,
+    list_members,
+    list_projects,
+    put_member,
+    remove_member,
+    require_role,
+)
+from ..schemas import MemberPublic, MemberPut, ProjectCreate, ProjectPage, ProjectPublic, Role
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -49,19 +57,43 @@ async def create(
 async def list_(
     request: Request,
     session: SessionDep,
-    _: ReaderDep,
+    principal: ReaderDep,
     limit: Annotated[int | None, Query(ge=1, description="Items per page.")] = None,
     cursor: Annotated[str | None, Query(description="The `next` value of the previous page.")] = None,
 ) -> ProjectPage:
-    """List projects by name, one page at a time."""
+    """List the projects you are a member of, by name, one page at a time."""
     settings: Settings = request.app.state.settings
     size = min(limit or settings.page_size_default, settings.page_size_max)
-    rows = await list_projects(session, _decode_cursor(cursor) if cursor else None, size + 1)
+    rows = await list_projects(session, principal.subject, _decode_cursor(cursor) if cursor else None, size + 1)
     items = [ProjectPublic.model_validate(row) for row in rows[:size]]
     return ProjectPage(items=items, next=_encode_cursor(items[-1].name) if len(rows) > size else None)
 
 
 @router.get("/{project_id}", response_model=ProjectPublic)
-async def read(project_id: uuid.UUID, session: SessionDep, _: ReaderDep) -> ProjectPublic:
-    """Read one project."""
+async def read(project_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> ProjectPublic:
+    """Read one project (members only)."""
+    await require_role(session, project_id, principal.subject)
     return ProjectPublic.model_validate(await get_project(session, project_id))
+
+
+@router.get("/{project_id}/members", response_model=list[MemberPublic])
+async def members(project_id: uuid.UUID, session: SessionDep, principal: ReaderDep) -> list[MemberPublic]:
+    """List a project's members and their roles (members only)."""
+    await require_role(session, project_id, principal.subject)
+    return [MemberPublic.model_validate(row) for row in await list_members(session, project_id)]
+
+
+@router.put("/{project_id}/members/{subject}", response_model=MemberPublic)
+async def put(
+    project_id: uuid.UUID, subject: str, data: MemberPut, session: SessionDep, principal: WriterDep
+) -> MemberPublic:
+    """Add a member (a person's or a service client's token subject) or change their role (managers only)."""
+    await require_role(session, project_id, principal.subject, Role.manager)
+    return MemberPublic.model_validate(await put_member(session, project_id, subject, data.role))
+
+
+@router.delete("/{project_id}/members/{subject}", status_code=204)
+async def remove(project_id: uuid.UUID, subject: str, session: SessionDep, principal: WriterDep) -> None:
+    """Remove a member (managers only; a project keeps at least one manager)."""
+    await require_role(session, project_id, principal.subject, Role.manager)
+    await remove_member(session, project_id, subject)

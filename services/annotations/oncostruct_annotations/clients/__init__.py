@@ -1,0 +1,1 @@
+"""Calls from the annotation service to the other services."""

@@ -1,0 +1,67 @@
+"""The imaging service as the annotation service needs it: which images a series has, and their size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from oncostruct_shared.errors import Unprocessable
+from oncostruct_shared.http import raise_for_upstream, transport_error
+
+from ..repository import check_geometry_fits
+from ..schemas import AnnotationCreate
+from ..vocabulary import Level
+
+ROWS, COLUMNS, FRAMES, SOP_INSTANCE_UID = "00280010", "00280011", "00280008", "00080018"
+
+
+def _first(dataset: dict[str, Any], tag: str, default: Any = None) -> Any:
+    values = dataset.get(tag, {}).get("Value") or [default]
+    return values[0]
+
+
+class ImagingClient:
+    """Reads the imaging service over DICOMweb (QIDO-RS, PS3.18 §10.6) with this service's client token."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def series_images(self, study_uid: str, series_uid: str) -> dict[str, tuple[int, int, int]]:
+        """SOP Instance UID → (rows, columns, frames) of every instance in the series.
+
+        Raises :class:`Unprocessable` when the imaging service does not know the series.
+        """
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("includefield", tag) for tag in (ROWS, COLUMNS, FRAMES)
+        ]
+        try:
+            response = await self.http.get(
+                f"/studies/{study_uid}/series/{series_uid}/instances",
+                params=params,
+                headers={"Accept": "application/dicom+json"},
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, "The imaging service") from exc
+        if response.status_code in (204, 404):
+            raise Unprocessable(f"Series {series_uid} of study {study_uid} is not in the imaging service.")
+        raise_for_upstream(response, "The imaging service")
+        datasets: list[dict[str, Any]] = response.json() if response.content else []
+        if not datasets:
+            raise Unprocessable(f"Series {series_uid} of study {study_uid} is not in the imaging service.")
+        return {
+            str(_first(item, SOP_INSTANCE_UID)): (
+                int(_first(item, ROWS, 0)),
+                int(_first(item, COLUMNS, 0)),
+                int(_first(item, FRAMES, 1) or 1),
+            )
+            for item in datasets
+        }
+
+    async def check(self, data: AnnotationCreate) -> None:
+        """Check that a series or ROI annotation names a stored series and its geometry fits the images."""
+        if data.level == Level.patient or data.study_uid is None or data.series_uid is None:
+            return
+        images = await self.series_images(data.study_uid, data.series_uid)
+        if data.level == Level.roi and data.geometry is not None:
+            check_geometry_fits(data.geometry, images)
