@@ -12,7 +12,9 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
+import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -169,7 +171,30 @@ class RequestMiddleware:
 ReadinessCheck = Callable[[FastAPI], Awaitable[None]]
 
 
-def health_router(checks: Mapping[str, ReadinessCheck], timeout_s: float) -> APIRouter:
+@dataclass(frozen=True)
+class Readiness:
+    """One ``/readyz`` check; only ``required`` ones make the service unready when they fail.
+
+    Upstream services are reported but usually not required: a pod that cannot reach a peer
+    still serves what it can, and marking it unready would only cascade one outage into all.
+    """
+
+    check: ReadinessCheck
+    required: bool = True
+
+
+def readyz_url(base_url: str) -> str:
+    """The ``/readyz`` URL of the service whose API lives at ``base_url`` (probes sit at the root)."""
+    return str(httpx.URL(base_url).copy_with(path="/readyz", query=None))
+
+
+async def upstream_ready(client: httpx.AsyncClient, url: str) -> None:
+    """Raise unless ``url`` (an upstream's ``/readyz``) answers 2xx."""
+    response = await client.get(url)
+    response.raise_for_status()
+
+
+def health_router(checks: Mapping[str, Readiness], timeout_s: float) -> APIRouter:
     """``/healthz``, ``/readyz`` and ``/metrics``: no token needed, not in the OpenAPI document."""
     router = APIRouter(include_in_schema=False)
 
@@ -181,15 +206,20 @@ def health_router(checks: Mapping[str, ReadinessCheck], timeout_s: float) -> API
     async def readyz(request: Request) -> JSONResponse:
         app: FastAPI = request.app
         results: dict[str, str] = {}
-        for name, check in checks.items():
+        ready = True
+        for name, readiness in checks.items():
             try:
-                await asyncio.wait_for(check(app), timeout_s)
+                await asyncio.wait_for(readiness.check(app), timeout_s)
                 results[name] = "ok"
+                continue
             except OncoStructError as exc:
                 results[name] = f"failed: {exc.detail}"
             except Exception as exc:  # a readiness probe reports, it never raises
                 results[name] = f"failed: {type(exc).__name__}"
-        ready = all(value == "ok" for value in results.values())
+            if readiness.required:
+                ready = False
+            else:
+                results[name] += " (not required)"
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "checks": results}, status_code=200 if ready else 503
         )

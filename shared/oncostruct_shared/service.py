@@ -26,7 +26,7 @@ from .db import Database
 from .errors import Invalid, MethodNotAllowed, NotFound, OncoStructError, Unprocessable, error_for_status
 from .http import build_http_client
 from .logging import configure_logging, request_id_var
-from .observability import Metrics, ReadinessCheck, RequestMiddleware, health_router
+from .observability import Metrics, Readiness, RequestMiddleware, health_router
 from .settings import ServiceSettings
 from .surfaces import Surface
 
@@ -53,7 +53,7 @@ class ServiceSpec:
     migrations_dir
         The service's Alembic folder (None: no database schema of its own).
     readiness_checks
-        Extra ``/readyz`` checks beside the database, by name.
+        Extra ``/readyz`` checks beside the database (always required), by name.
     lifespan
         Opens the service's own resources and stores them on ``app.state``.
     validation_status
@@ -67,7 +67,7 @@ class ServiceSpec:
     description: str
     routers: Sequence[APIRouter]
     migrations_dir: Path | None = None
-    readiness_checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
+    readiness_checks: Mapping[str, Readiness] = field(default_factory=dict)
     lifespan: LifespanHook | None = None
     version: str = "0.1.0"
     validation_status: int = 422
@@ -164,7 +164,7 @@ def build_service_app(spec: ServiceSpec) -> FastAPI:
     app.add_middleware(
         RequestMiddleware, metrics=app.state.metrics, surface=spec.surface, max_body_bytes=settings.max_body_bytes
     )
-    checks: dict[str, ReadinessCheck] = {"database": _database_ready, **spec.readiness_checks}
+    checks: dict[str, Readiness] = {"database": Readiness(_database_ready), **spec.readiness_checks}
     app.include_router(health_router(checks, settings.readiness_timeout_s))
     for router in spec.routers:
         app.include_router(router, prefix=prefix)

@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from oncostruct_shared.http import build_http_client, service_auth
+from oncostruct_shared.observability import Readiness, readyz_url, upstream_ready
 from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import ProblemSurface
 
@@ -25,6 +26,10 @@ async def _no_image_check(_: AnnotationCreate) -> None:
     return None
 
 
+async def _imaging_ready(app: FastAPI) -> None:
+    await upstream_ready(app.state.imaging_http, readyz_url(app.state.settings.imaging_url))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the annotation service (nothing connects until the lifespan starts)."""
     settings = settings or Settings()
@@ -36,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         imaging_http = build_http_client(
             settings, settings.imaging_url, auth=service_auth(settings, scope="dicomweb.read")
         )
+        app.state.imaging_http = imaging_http
         app.state.image_check = ImagingClient(imaging_http).check if settings.verify_images else _no_image_check
         try:
             yield
@@ -53,5 +59,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             routers=[schemas.router, projects.router, annotations_api.router],
             migrations_dir=Path(__file__).parent / "migrations",
             lifespan=lifespan,
+            readiness_checks={"imaging": Readiness(_imaging_ready, required=False)},
         )
     )
