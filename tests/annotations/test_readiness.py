@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from oncostruct_annotations.app import create_app
 
+from oncostruct_annotations.app import create_app
 from tests.support import LiveServer, PostgresServer, free_port
 
 
