@@ -138,7 +138,7 @@ class RequestMiddleware:
                 )
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = getattr(route, "oncostruct_template", None) or getattr(route, "path", None) or "<unmatched>"
             elapsed = time.perf_counter() - started
             self.metrics.observe(scope["method"], template, status, elapsed)
             access_log.log(

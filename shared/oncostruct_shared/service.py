@@ -168,4 +168,7 @@ def build_service_app(spec: ServiceSpec) -> FastAPI:
     app.include_router(health_router(checks, settings.readiness_timeout_s))
     for router in spec.routers:
         app.include_router(router, prefix=prefix)
+        for route in router.routes:
+            # Routes keep their router-relative path; metrics and logs want the full template.
+            route.oncostruct_template = prefix + getattr(route, "path", "")  # type: ignore[attr-defined]
     return app

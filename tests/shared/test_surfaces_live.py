@@ -179,6 +179,9 @@ def test_metrics_count_requests_by_route_template(
                 if sample.name != "oncostruct_http_requests_total" or labels.get("service") != service:
                     continue
                 assert "does-not-exist" not in labels["route"]  # templates, never raw ids
+                assert labels["route"] in ("<unmatched>", "/healthz", "/readyz", "/metrics") or labels[
+                    "route"
+                ].startswith(PREFIXES[service])
                 if labels["status"] == "401" and labels["method"] == "GET":
                     total += sample.value
         return total
