@@ -1,0 +1,1 @@
+"""AI-ready dataset export: volumes, masks, manifest."""
