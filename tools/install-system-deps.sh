@@ -9,6 +9,9 @@ have_initdb || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 command -v ps >/dev/null || missing+=(procps)
+command -v dciodvfy >/dev/null || missing+=(dicom3tools)   # validates the SEG/SR the annotation service writes
+command -v Orthanc >/dev/null || missing+=(orthanc)        # the reference PACS peer of the imaging tests
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -20,6 +20,8 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
+from ..dicom_export.grid import rasterize_polygon
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -103,34 +105,6 @@ def series_volume(datasets: Sequence[Any], tolerance_mm: float = 0.01) -> Volume
     return Volume(image=image, slices=slices, rows=rows, columns=columns)
 
 
-def rasterize_polygon(points: Sequence[tuple[float, float]], rows: int, columns: int) -> npt.NDArray[np.uint8]:
-    """Fill a polygon given in SCOORD pixel coordinates (column, row) as a (rows, columns) mask.
-
-    A pixel belongs to the polygon when its centre (column + 0.5, row + 0.5) lies inside
-    it by the even-odd rule; only the polygon's bounding box is tested.
-    """
-    mask = np.zeros((rows, columns), dtype=np.uint8)
-    vertices = np.asarray(points, dtype=np.float64)
-    low = np.clip(np.floor(vertices.min(axis=0) - 0.5).astype(int), 0, [columns, rows])
-    high = np.clip(np.ceil(vertices.max(axis=0) + 0.5).astype(int), 0, [columns, rows])
-    if np.any(high <= low):
-        return mask
-    xs = np.arange(low[0], high[0]) + 0.5
-    ys = np.arange(low[1], high[1]) + 0.5
-    grid_x, grid_y = np.meshgrid(xs, ys)
-    inside = np.zeros(grid_x.shape, dtype=bool)
-    x0, y0 = vertices[:, 0], vertices[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    for ax, ay, bx, by in zip(x0, y0, x1, y1, strict=True):
-        if ay == by:
-            continue  # horizontal edges never cross a horizontal ray
-        crosses = (ay > grid_y) != (by > grid_y)
-        at_x = ax + (grid_y - ay) * (bx - ax) / (by - ay)
-        inside ^= crosses & (grid_x < at_x)
-    mask[low[1] : high[1], low[0] : high[0]] = inside
-    return mask
-
-
 def roi_mask(volume: Volume, geometry: dict[str, Any]) -> npt.NDArray[np.uint8]:
     """The ROI's voxels on the volume grid as a (column, row, slice) uint8 mask (points and lines: empty)."""
     mask = np.zeros(volume.image.shape, dtype=np.uint8)
@@ -142,10 +116,10 @@ def roi_mask(volume: Volume, geometry: dict[str, Any]) -> npt.NDArray[np.uint8]:
     elif geometry["type"] == "mask":
         voxels = np.frombuffer(zlib.decompress(base64.b64decode(geometry["data"])), dtype=np.uint8)
         stack = voxels.reshape(len(geometry["sop_instance_uids"]), geometry["rows"], geometry["columns"])
-        for plane, uid in zip(stack, geometry["sop_instance_uids"], strict=True):
-            mask[:, :, volume.slices[uid]] |= plane.T
+        for slice_plane, uid in zip(stack, geometry["sop_instance_uids"], strict=True):
+            mask[:, :, volume.slices[uid]] |= slice_plane.T
         return mask
     for polygon in polygons:
-        plane = rasterize_polygon([tuple(p) for p in polygon["points"]], volume.rows, volume.columns)
-        mask[:, :, volume.slices[polygon["sop_instance_uid"]]] |= plane.T
+        inside = rasterize_polygon([tuple(p) for p in polygon["points"]], volume.rows, volume.columns)
+        mask[:, :, volume.slices[polygon["sop_instance_uid"]]] |= inside.T.astype(np.uint8)
     return mask
