@@ -10,7 +10,7 @@ from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import FhirSurface
 
 from . import __version__
-from .api import metadata, resources
+from .api import bundle, everything, history, instance, metadata, search
 from .config import Settings
 
 
@@ -24,8 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             description="FHIR R4 (4.0.1) server for oncology clinical context: diagnosis, TNM staging, "
             "treatment and outcome as mCODE resources. Errors are OperationOutcome resources.",
             version=__version__,
-            # metadata first: its fixed paths must win over /{resource_type}.
-            routers=[metadata.router, resources.router],
+            # Fixed paths first: /metadata and /_history must win over /{resource_type}/{resource_id}.
+            routers=[metadata.router, history.router, everything.router, bundle.router, search.router, instance.router],
             migrations_dir=Path(__file__).parent / "migrations",
             validation_status=400,
         )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Integer, String
+from sqlalchemy import Boolean, DateTime, Integer, Numeric, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,3 +39,76 @@ class ResourceHistoryRow(Base):
     last_updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     content: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class _IndexColumns:
+    """Key columns every search index table has (rows are replaced with each new version).
+
+    The tables have no primary key (a resource has many rows per parameter);
+    the ORM mapping declares one only because SQLAlchemy needs it. The
+    repository reads and writes these tables with SQL, not through the ORM.
+    """
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    param: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class TokenIndexRow(_IndexColumns, Base):
+    """Token search values (system, code, display/text, Identifier.type)."""
+
+    __tablename__ = "sp_token"
+    system: Mapped[str | None] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(Text)
+    text_norm: Mapped[str | None] = mapped_column(Text)
+    type_system: Mapped[str | None] = mapped_column(Text)
+    type_code: Mapped[str | None] = mapped_column(Text)
+
+
+class StringIndexRow(_IndexColumns, Base):
+    """String search values, as written and normalised (case and accents folded)."""
+
+    __tablename__ = "sp_string"
+    value_norm: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class DateIndexRow(_IndexColumns, Base):
+    """Date search values as [low, high] instant ranges at the value's precision."""
+
+    __tablename__ = "sp_date"
+    low: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    high: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReferenceIndexRow(_IndexColumns, Base):
+    """Reference search values: local target type and id, or an absolute URL."""
+
+    __tablename__ = "sp_reference"
+    target_type: Mapped[str | None] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(Text)
+
+
+class NumberIndexRow(_IndexColumns, Base):
+    """Number search values."""
+
+    __tablename__ = "sp_number"
+    value: Mapped[Decimal] = mapped_column(Numeric)
+
+
+class QuantityIndexRow(_IndexColumns, Base):
+    """Quantity search values with their unit system and code."""
+
+    __tablename__ = "sp_quantity"
+    value: Mapped[Decimal] = mapped_column(Numeric)
+    system: Mapped[str | None] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(Text)
+    unit: Mapped[str | None] = mapped_column(Text)
+
+
+class UriIndexRow(_IndexColumns, Base):
+    """URI search values."""
+
+    __tablename__ = "sp_uri"
+    value: Mapped[str] = mapped_column(Text)

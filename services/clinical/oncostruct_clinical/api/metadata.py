@@ -15,25 +15,61 @@ from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
 from ..config import Settings
+from ..interactions import SUPPORTED_TYPES, searchable_parameters
+from ..search.parameters import parameters_for
 from .fhir_http import fhir_response, negotiate
-from .resources import SUPPORTED_TYPES
 
 router = APIRouter(tags=["FHIR capabilities"])
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 
 
+_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+
+
+def _resource(resource_type: str) -> dict[str, Any]:
+    references = sorted(p.code for p in parameters_for(resource_type).values() if p.type == "reference")
+    entry: dict[str, Any] = {
+        "type": resource_type,
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "full-support",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
+        "referencePolicy": ["literal", "logical"],
+        "interaction": [{"code": code} for code in _INTERACTIONS],
+        "searchInclude": [f"{resource_type}:{code}" for code in references],
+        "searchRevInclude": sorted(
+            f"{source}:{p.code}"
+            for source in SUPPORTED_TYPES
+            for p in parameters_for(source).values()
+            if p.type == "reference" and (not p.target or resource_type in p.target)
+        ),
+        "searchParam": [
+            {"name": code, "definition": url, "type": kind} for code, kind, url in searchable_parameters(resource_type)
+        ],
+    }
+    if resource_type == "Patient":
+        entry["operation"] = [
+            {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
+        ]
+    return entry
+
+
 def capability_statement(settings: Settings) -> dict[str, Any]:
     """The server's CapabilityStatement (kind ``instance``)."""
-    resources = [
-        {
-            "type": resource_type,
-            "versioning": "versioned",
-            "readHistory": False,
-            "updateCreate": False,
-            "interaction": [{"code": "read"}, {"code": "create"}],
-        }
-        for resource_type in sorted(SUPPORTED_TYPES)
-    ]
+    resources = [_resource(resource_type) for resource_type in sorted(SUPPORTED_TYPES)]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -65,6 +101,7 @@ def capability_statement(settings: Settings) -> dict[str, Any]:
                     ],
                 },
                 "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             }
         ],
     }

@@ -1,0 +1,94 @@
+"""``Patient/[id]/$everything`` (http://hl7.org/fhir/R4/patient-operation-everything.html).
+
+Returns the patient, every resource that references the patient through a
+reference search parameter (the patient's compartment as indexed), and the
+resources those reference (practitioners, organizations, specimens …), in a
+``searchset`` Bundle. Resource types the caller may not read are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import text
+
+from oncostruct_shared.errors import Invalid
+
+from .. import interactions
+from ..deps import ContextDep
+from ..search.indexing import date_range
+from .fhir_http import fhir_response, negotiate
+
+router = APIRouter(tags=["FHIR operations"])
+
+
+@router.get("/Patient/{patient_id}/$everything", response_class=Response)
+async def patient_everything(
+    patient_id: Annotated[str, Path(description="The patient's logical id.")],
+    request: Request,
+    ctx: ContextDep,
+    since: Annotated[str | None, Query(alias="_since", description="Only resources updated since.")] = None,
+    types: Annotated[str | None, Query(alias="_type", description="Only these resource types.")] = None,
+) -> Response:
+    """The patient's whole record (FHIR operation Patient $everything)."""
+    negotiate(request)
+    patient = await interactions.read(ctx, "Patient", patient_id)
+    assert patient.version is not None
+    assert patient.version.content is not None
+    since_at = None
+    if since is not None:
+        bounds = date_range(since)
+        if bounds is None:
+            raise Invalid(f"_since must be a FHIR instant, not {since!r}.", expression=["_since"])
+        since_at = bounds[0]
+    wanted = set(types.split(",")) if types else None
+    limit = ctx.settings.everything_max_resources
+    rows = await ctx.session.execute(
+        text(
+            "WITH compartment AS ("
+            "  SELECT DISTINCT r.resource_type, r.id FROM sp_reference ref JOIN resource r"
+            "  ON r.resource_type = ref.resource_type AND r.id = ref.resource_id"
+            "  WHERE ref.target_type = 'Patient' AND ref.target_id = :pid AND NOT r.deleted),"
+            " referenced AS ("
+            "  SELECT DISTINCT ref.target_type AS resource_type, ref.target_id AS id FROM sp_reference ref"
+            "  JOIN compartment c ON c.resource_type = ref.resource_type AND c.id = ref.resource_id"
+            "  WHERE ref.target_type IS NOT NULL AND ref.target_type <> 'Patient')"
+            " SELECT r.resource_type, r.id, r.content, r.last_updated FROM resource r"
+            " JOIN (SELECT * FROM compartment UNION SELECT * FROM referenced) k"
+            " ON k.resource_type = r.resource_type AND k.id = r.id"
+            " WHERE NOT r.deleted ORDER BY r.resource_type, r.id LIMIT :lim"
+        ),
+        {"pid": patient_id, "lim": limit},
+    )
+    base = ctx.settings.base_url
+    entries: list[dict[str, Any]] = []
+    if wanted is None or "Patient" in wanted:
+        entries.append(
+            {
+                "fullUrl": f"{base}/Patient/{patient_id}",
+                "resource": patient.version.content,
+                "search": {"mode": "match"},
+            }
+        )
+    for row in rows:
+        if not ctx.may_read(row.resource_type):
+            continue
+        if wanted is not None and row.resource_type not in wanted:
+            continue
+        if since_at is not None and row.last_updated < since_at:
+            continue
+        if row.resource_type == "Patient" and row.id == patient_id:
+            continue
+        entries.append(
+            {"fullUrl": f"{base}/{row.resource_type}/{row.id}", "resource": row.content, "search": {"mode": "match"}}
+        )
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(entries),
+        "link": [{"relation": "self", "url": f"{base}/Patient/{patient_id}/$everything"}],
+        "entry": entries,
+    }
+    return fhir_response(bundle)

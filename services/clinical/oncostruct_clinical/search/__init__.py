@@ -1,0 +1,1 @@
+"""FHIR search: SearchParameter registry, write-time indexing and SQL (http://hl7.org/fhir/R4/search.html)."""
