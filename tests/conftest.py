@@ -91,10 +91,16 @@ def imaging_url(postgres: PostgresServer, service_settings: Callable[..., Servic
 
 @pytest.fixture(scope="session")
 def annotations_url(
-    postgres: PostgresServer, service_settings: Callable[..., ServiceSettings], imaging_url: str
+    postgres: PostgresServer, service_settings: Callable[..., ServiceSettings], imaging_url: str, clinical_url: str
 ) -> Iterator[str]:
-    """Root URL of a live annotation service (reading the live imaging service)."""
-    yield from _start_service("annotations", postgres, service_settings, imaging_url=f"{imaging_url}/dicomweb")
+    """Root URL of a live annotation service (on the live imaging and clinical services)."""
+    yield from _start_service(
+        "annotations",
+        postgres,
+        service_settings,
+        imaging_url=f"{imaging_url}/dicomweb",
+        clinical_url=f"{clinical_url}/fhir",
+    )
 
 
 @pytest.fixture(scope="session")

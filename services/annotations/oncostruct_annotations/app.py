@@ -15,7 +15,8 @@ from oncostruct_shared.surfaces import ProblemSurface
 
 from . import __version__
 from .api import annotations as annotations_api
-from .api import projects, schemas
+from .api import exports, projects, schemas
+from .clients.clinical import ClinicalClient
 from .clients.imaging import ImagingClient
 from .config import Settings
 from .repository import ensure_default_schema
@@ -39,14 +40,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with app.state.db.sessionmaker() as session:
             await ensure_default_schema(session)
         imaging_http = build_http_client(
-            settings, settings.imaging_url, auth=service_auth(settings, scope="dicomweb.read")
+            settings, settings.imaging_url, auth=service_auth(settings, scope="dicomweb.read dicomweb.write")
+        )
+        clinical_http = build_http_client(
+            settings,
+            settings.clinical_url,
+            auth=service_auth(settings, scope="system/Observation.cru system/Condition.cru system/Patient.r"),
         )
         app.state.imaging_http = imaging_http
-        app.state.image_check = ImagingClient(imaging_http).check if settings.verify_images else _no_image_check
+        app.state.imaging = ImagingClient(imaging_http)
+        app.state.image_check = app.state.imaging.check if settings.verify_images else _no_image_check
+        app.state.clinical = ClinicalClient(clinical_http)
         try:
             yield
         finally:
             await imaging_http.aclose()
+            await clinical_http.aclose()
 
     return build_service_app(
         ServiceSpec(
@@ -56,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             description="Patient-, series- and ROI-level labels with review and provenance. "
             "Errors are RFC 9457 problem details (application/problem+json).",
             version=__version__,
-            routers=[schemas.router, projects.router, annotations_api.router],
+            routers=[schemas.router, projects.router, annotations_api.router, exports.router],
             migrations_dir=Path(__file__).parent / "migrations",
             lifespan=lifespan,
             readiness_checks={"imaging": Readiness(_imaging_ready, required=False)},

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from oncostruct_shared.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
 
+from .fhir_mapping import mcode_resource, written_through
 from .geometry import Mask, extent, images_of
 from .models import AnnotationRow, CommentRow, LabelSchemaRow, MemberRow, ProjectRow, RevisionRow
 from .schemas import AnnotationCreate, AnnotationUpdate, LabelSchemaCreate, ProjectCreate, Role
@@ -477,3 +478,46 @@ async def list_comments(session: AsyncSession, annotation_id: uuid.UUID) -> list
     """An annotation's comments, oldest first."""
     query = select(CommentRow).where(CommentRow.annotation_id == annotation_id).order_by(CommentRow.at, CommentRow.id)
     return list((await session.scalars(query)).all())
+
+
+# --- write-through of patient-level labels to the clinical service ---------------------------
+
+
+def write_through_needed(row: AnnotationRow, target: Status) -> bool:
+    """Whether moving ``row`` to ``target`` changes clinical truth (approval, or deleting an approved label)."""
+    if row.level != Level.patient.value or not written_through(row.label):
+        return False
+    return target == Status.approved or (target == Status.deleted and row.status == Status.approved.value)
+
+
+async def clinical_resource(session: AsyncSession, row: AnnotationRow, target: Status) -> dict[str, Any]:
+    """The mCODE resource for ``row`` once it is ``target``; a stage group links the patient's approved T, N, M."""
+    schema = SchemaDefinition.model_validate((await get_schema(session, row.schema_id)).definition)
+    members: dict[str, str] = {}
+    if row.label == "stage_group":
+        for key in ("t_category", "n_category", "m_category"):
+            member = await session.scalar(
+                select(AnnotationRow.id)
+                .where(
+                    AnnotationRow.project_id == row.project_id,
+                    AnnotationRow.patient_id == row.patient_id,
+                    AnnotationRow.label == key,
+                    AnnotationRow.status == Status.approved.value,
+                )
+                .order_by(AnnotationRow.updated_at.desc())
+                .limit(1)
+            )
+            if member is not None:
+                members[key] = str(member)
+    assert row.patient_id is not None  # patient-level annotations always have one
+    return mcode_resource(
+        schema,
+        annotation_id=str(row.id),
+        label=row.label,
+        value=row.value,
+        status=target.value,
+        patient_id=row.patient_id,
+        recorded=row.created_at,
+        author=row.author,
+        members=members,
+    )

@@ -18,6 +18,7 @@ from ..repository import (
     add_comment,
     apply_action,
     check_version,
+    clinical_resource,
     get_annotation,
     get_project,
     list_annotations,
@@ -28,6 +29,7 @@ from ..repository import (
     require_role,
     store_annotations,
     update_annotation,
+    write_through_needed,
 )
 from ..schemas import (
     AnnotationCreate,
@@ -193,16 +195,22 @@ async def update(
 
 @router.delete("/{annotation_id}", response_model=AnnotationPublic)
 async def delete(
-    annotation_id: uuid.UUID, version: IfMatchDep, response: Response, session: SessionDep, principal: WriterDep
+    annotation_id: uuid.UUID,
+    version: IfMatchDep,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: WriterDep,
 ) -> AnnotationPublic:
     """Delete an annotation: its status becomes `deleted`; its revisions stay (needs `If-Match`)."""
-    return await _act(annotation_id, Action.delete, version, response, session, principal)
+    return await _act(annotation_id, Action.delete, version, request, response, session, principal)
 
 
 async def _act(
     annotation_id: uuid.UUID,
     action: Action,
     version: int,
+    request: Request,
     response: Response,
     session: SessionDep,
     principal: Principal,
@@ -214,6 +222,10 @@ async def _act(
         raise Forbidden(f"{action.value} is a review decision: it needs the annotations.review scope.")
     await require_role(session, row.project_id, principal.subject, *(REVIEWERS if review else WRITERS))
     check_version(row, version)
+    if step is not None and write_through_needed(row, step.target):
+        # Clinical first: if it does not store the resource, the annotation does not change either.
+        resource = await clinical_resource(session, row, step.target)
+        await request.app.state.clinical.update(resource)
     return _public(await apply_action(session, row, action, principal.subject), response)
 
 
@@ -249,10 +261,11 @@ async def act(
     annotation_id: uuid.UUID,
     action: Action,
     version: IfMatchDep,
+    request: Request,
     response: Response,
     session: SessionDep,
     principal: WriterDep,
 ) -> AnnotationPublic:
     """Move an annotation along its review: accept or reject a proposal; submit, withdraw; approve or reject
     a submission (reviewers, `annotations.review`); reopen a rejected one. Needs `If-Match`."""
-    return await _act(annotation_id, action, version, response, session, principal)
+    return await _act(annotation_id, action, version, request, response, session, principal)
