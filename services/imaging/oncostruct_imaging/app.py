@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from oncostruct_shared.service import ServiceSpec, build_service_app
+from oncostruct_shared.storage import FilesystemObjectStore
 from oncostruct_shared.surfaces import DicomwebSurface
 
 from . import __version__
-from .api import qido
+from .api import qido, stow, wado
 from .config import Settings
+
+
+@asynccontextmanager
+async def _open_storage(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    store = FilesystemObjectStore(settings.storage_path, fsync=settings.storage_fsync)
+    spool = settings.spool_path or store.staging
+    spool.mkdir(parents=True, exist_ok=True)
+    app.state.store = store
+    app.state.spool = spool
+    yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,11 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings or Settings(),
             surface=DicomwebSurface("oncostruct-imaging"),
             title="OncoStruct imaging (DICOMweb)",
-            description="DICOMweb (PS3.18) archive: QIDO-RS search. Errors carry the PS3.18 status code and a "
-            "Warning header.",
+            description="DICOMweb (PS3.18) archive: STOW-RS store, QIDO-RS search, WADO-RS retrieve and delete. "
+            "Errors carry the PS3.18 status code and a Warning header.",
             version=__version__,
-            routers=[qido.router],
+            routers=[stow.router, qido.router, wado.router],
             migrations_dir=Path(__file__).parent / "migrations",
+            lifespan=_open_storage,
             validation_status=400,
         )
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -21,6 +21,30 @@ class Settings(ServiceSettings):
     base_url: str = Field("http://127.0.0.1:8082/dicomweb", description="Public DICOMweb base URL (RetrieveURL).")
     max_body_bytes: int = Field(4 * 1024**3, ge=1024, description="Largest STOW-RS request body accepted.")
     storage_path: Path = Field(Path(".local/storage/imaging"), description="Folder of the filesystem object store.")
+    storage_fsync: bool = Field(
+        True, description="fsync each stored file and its folder before a STOW-RS response acknowledges it."
+    )
+    spool_path: Path | None = Field(
+        None,
+        description="Folder where STOW-RS parts are spooled while they stream in "
+        "(default: the object store's own staging folder, so storing is a rename).",
+    )
     clinical_url: str = Field("http://127.0.0.1:8081/fhir", description="FHIR base of the clinical service.")
     qido_default_limit: int = Field(100, ge=1, description="QIDO-RS results per response when no `limit` is sent.")
     qido_max_limit: int = Field(1000, ge=1, description="Largest `limit` honoured; larger ones are cut (Warning).")
+    duplicate_policy: Literal["reject", "replace"] = Field(
+        "reject",
+        description="What STOW-RS does with different content under an already stored SOP Instance UID: "
+        "`reject` (FailureReason 0x0111, the stored instance stays) or `replace` (the newer content wins). "
+        "Identical content is always accepted again (idempotent).",
+    )
+    bulkdata_threshold_bytes: int = Field(
+        1024, ge=0, description="Binary values longer than this appear in metadata as BulkDataURI, not InlineBinary."
+    )
+    stow_max_part_header_bytes: int = Field(
+        16 * 1024, ge=256, description="Largest header block of one multipart part accepted by STOW-RS."
+    )
+    thumbnail_size: int = Field(128, ge=16, le=2048, description="Longest side of /thumbnail images, in pixels.")
+    rendered_jpeg_quality: int = Field(
+        90, ge=1, le=100, description="JPEG quality of /rendered when the request sends no `quality`."
+    )

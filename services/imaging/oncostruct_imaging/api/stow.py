@@ -1,0 +1,243 @@
+"""STOW-RS: store instances (PS3.18 §10.5).
+
+The body (``multipart/related; type="application/dicom"``, PS3.18 §10.5.1.2.1)
+is parsed as it streams and each part is spooled to its own file, so a multi-GB
+study never sits in memory; a body that is not well-formed multipart is
+rejected (400) before anything is stored. Each instance is then stored on its
+own and atomically: its file is published in the object store (temp file,
+fsync, rename) before its index rows are committed, and only committed
+instances are acknowledged in the ReferencedSOPSequence.
+
+Same SOP Instance UID again: identical content (SHA-256) is accepted again
+(idempotent); different content follows ``duplicate_policy``: ``reject``
+(FailureReason 0x0111, PS3.7 §C.4) or ``replace`` (the newer content wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from oncostruct_shared.errors import Invalid, NotAcceptable, UnsupportedMediaType
+from oncostruct_shared.storage import StorageError
+
+from .. import parsing
+from ..config import Settings
+from ..deps import SettingsDep, StoreDep, WriteScope
+from ..dicom_json import DICOM_JSON, DICOM_XML, dumps, element, native_dicom_model
+from ..multipart import SpooledPart, parse_accept, parse_media_type, spool_multipart, type_matches
+from ..repository import find_stored, index_instance
+from ..uids import require_uid
+
+router = APIRouter(tags=["STOW-RS"])
+log = logging.getLogger("oncostruct.imaging.stow")
+
+DICOM = "application/dicom"
+#: Parts of one request stored concurrently (parsing, file publishing and indexing overlap).
+_PARALLEL_PARTS = 4
+
+
+@dataclass
+class PartResult:
+    """The outcome of one part: stored (``failure`` None) or failed with a Failure Reason."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    failure: int | None = None
+    detail: str = ""
+
+
+def _response_media_type(request: Request) -> str:
+    # PS3.18 §10.5.2: the response is application/dicom+json or application/dicom+xml.
+    for media in parse_accept(request.headers.get("accept")):
+        for offered in (DICOM_JSON, "application/json"):
+            if type_matches(media.type, offered):
+                return DICOM_JSON
+        if media.type == DICOM_XML:
+            return DICOM_XML
+    raise NotAcceptable(f"Store responses are available as {DICOM_JSON} or {DICOM_XML}.")
+
+
+def _boundary(request: Request) -> str:
+    header = request.headers.get("content-type")
+    if not header:
+        raise UnsupportedMediaType('STOW-RS needs Content-Type: multipart/related; type="application/dicom".')
+    media = parse_media_type(header)
+    if media.type != "multipart/related":
+        raise UnsupportedMediaType(
+            f'STOW-RS accepts multipart/related; type="application/dicom" (PS3.18 §10.5.1.2), not {media.type}.'
+        )
+    part_type = (media.param("type") or DICOM).lower()
+    if part_type != DICOM:
+        raise UnsupportedMediaType(
+            f"This origin server stores PS3.10 instances (type={DICOM}); type={part_type} is not supported."
+        )
+    boundary = media.param("boundary")
+    if not boundary:
+        raise Invalid("The multipart/related Content-Type has no boundary parameter (RFC 2046 §5.1.1).")
+    return boundary
+
+
+def _storage_key(parsed: parsing.ParsedInstance, sha256: str) -> str:
+    return (
+        f"studies/{parsed.study_instance_uid}/series/{parsed.series_instance_uid}/"
+        f"{parsed.sop_instance_uid}.{sha256[:16]}.dcm"
+    )
+
+
+async def _store_part(request: Request, part: SpooledPart, expected_study: str | None) -> PartResult:
+    settings: Settings = request.app.state.settings
+    store = request.app.state.store
+    if part.content_type.type != DICOM:
+        return PartResult("", "", failure=parsing.CANNOT_UNDERSTAND, detail=f"part type {part.content_type.type}")
+    try:
+        rewritten = await asyncio.to_thread(parsing.add_missing_preamble, part.path)
+        if rewritten is not None:
+            part.size, part.sha256 = rewritten
+        parsed = await asyncio.to_thread(
+            parsing.parse_instance,
+            part.path,
+            bulkdata_threshold=settings.bulkdata_threshold_bytes,
+            expected_study=expected_study,
+        )
+    except parsing.InstanceRejected as rejected:
+        return PartResult(
+            rejected.sop_class_uid, rejected.sop_instance_uid, failure=rejected.reason, detail=rejected.detail
+        )
+    result = PartResult(
+        parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_instance_uid, parsed.series_instance_uid
+    )
+    sessions = request.app.state.db.sessionmaker
+    async with sessions() as session:
+        existing = await find_stored(session, parsed.sop_instance_uid)
+    if existing is not None and existing.content_sha256 == part.sha256:
+        return result  # the same content again: already stored (idempotent)
+    if existing is not None and settings.duplicate_policy == "reject":
+        result.failure, result.detail = parsing.DUPLICATE_SOP_INSTANCE, "different content under a stored UID"
+        return result
+    key = _storage_key(parsed, part.sha256)
+    try:
+        await store.put_file(key, part.path)
+    except StorageError as exc:
+        log.error("object store write failed", extra={"error": exc.detail})
+        result.failure, result.detail = parsing.OUT_OF_RESOURCES, "object store write failed"
+        return result
+    try:
+        async with sessions() as session, session.begin():
+            outcome, old_key = await index_instance(
+                session,
+                parsed,
+                key=key,
+                size=part.size,
+                sha256=part.sha256,
+                replace=settings.duplicate_policy == "replace",
+            )
+    except Exception as exc:
+        # The file stays (an unreferenced object is harmless; one referenced by a racing request must not go).
+        log.error("indexing failed", exc_info=exc)
+        result.failure, result.detail = parsing.PROCESSING_FAILURE, "indexing failed"
+        return result
+    if outcome == "conflict":
+        await store.delete(key)
+        result.failure, result.detail = parsing.DUPLICATE_SOP_INSTANCE, "different content under a stored UID"
+    elif outcome == "replaced" and old_key and old_key != key:
+        await store.delete(old_key)
+    return result
+
+
+def _response_body(results: list[PartResult], base_url: str, study: str | None) -> dict[str, Any]:
+    # PS3.18 Annex I: Store Instances Response Module.
+    stored = [result for result in results if result.failure is None]
+    failed = [result for result in results if result.failure is not None]
+    studies = {result.study_instance_uid for result in stored} | ({study} if study else set())
+    body: dict[str, Any] = {
+        "00081190": element("UR", f"{base_url}/studies/{next(iter(studies))}" if len(studies) == 1 else None)
+    }
+    if failed:
+        body["00081198"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": element("UI", result.sop_class_uid or None),
+                    "00081155": element("UI", result.sop_instance_uid or None),
+                    "00081197": element("US", result.failure),
+                }
+                for result in failed
+            ],
+        }
+    if stored:
+        body["00081199"] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": element("UI", result.sop_class_uid),
+                    "00081155": element("UI", result.sop_instance_uid),
+                    "00081190": element(
+                        "UR",
+                        f"{base_url}/studies/{result.study_instance_uid}/series/{result.series_instance_uid}"
+                        f"/instances/{result.sop_instance_uid}",
+                    ),
+                }
+                for result in stored
+            ],
+        }
+    return body
+
+
+async def _store_instances(request: Request, settings: Settings, study: str | None) -> Response:
+    media_type = _response_media_type(request)
+    boundary = _boundary(request)
+    spool: Path = request.app.state.spool
+    parts = await spool_multipart(
+        request.stream(),
+        boundary,
+        lambda: spool / f"{uuid.uuid4().hex}.part",
+        max_header_bytes=settings.stow_max_part_header_bytes,
+    )
+    try:
+        if not parts:
+            raise Invalid("The multipart body holds no parts.")
+        gate = asyncio.Semaphore(_PARALLEL_PARTS)
+
+        async def one(part: SpooledPart) -> PartResult:
+            async with gate:
+                return await _store_part(request, part, study)
+
+        results = await asyncio.gather(*(one(part) for part in parts))
+    finally:
+        for part in parts:
+            with contextlib.suppress(OSError):
+                part.path.unlink()
+    for result in results:
+        if result.failure is not None:
+            log.info("instance not stored", extra={"reason": f"0x{result.failure:04X}", "detail": result.detail})
+    failures = sum(result.failure is not None for result in results)
+    status = 200 if failures == 0 else 409 if failures == len(results) else 202
+    body = _response_body(results, settings.base_url, study)
+    content = native_dicom_model(body) if media_type == DICOM_XML else dumps(body)
+    return Response(content, status_code=status, media_type=media_type)
+
+
+@router.post("/studies", response_class=Response)
+async def store_instances(request: Request, settings: SettingsDep, store: StoreDep, _: WriteScope) -> Response:
+    """Store instances (STOW-RS, PS3.18 §10.5) in whatever studies they belong to."""
+    return await _store_instances(request, settings, None)
+
+
+@router.post("/studies/{study}", response_class=Response)
+async def store_instances_in_study(
+    request: Request, study: str, settings: SettingsDep, store: StoreDep, _: WriteScope
+) -> Response:
+    """Store instances of one study (STOW-RS, PS3.18 §10.5); instances of another study fail with 0xC409."""
+    require_uid(study, "Study Instance UID")
+    return await _store_instances(request, settings, study)

@@ -1,0 +1,273 @@
+"""SQL of the imaging index: storing instances, finding them for WADO-RS, deleting them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from oncostruct_shared.errors import NotFound
+
+from .models import InstanceRow, PatientRow, SeriesRow, StudyRow
+from .parsing import ParsedInstance
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """An instance already in the index (for the duplicate check)."""
+
+    pk: int
+    series_pk: int
+    content_sha256: str
+    storage_key: str
+
+
+async def find_stored(session: AsyncSession, sop_instance_uid: str, *, lock: bool = False) -> StoredInstance | None:
+    """The stored instance with this SOP Instance UID, if any (``lock``: FOR UPDATE)."""
+    query = select(InstanceRow.pk, InstanceRow.series_pk, InstanceRow.content_sha256, InstanceRow.storage_key).where(
+        InstanceRow.sop_instance_uid == sop_instance_uid
+    )
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    return StoredInstance(row.pk, row.series_pk, row.content_sha256, row.storage_key) if row else None
+
+
+async def _upsert_patient(session: AsyncSession, parsed: ParsedInstance) -> int:
+    values = parsed.patient
+    statement = insert(PatientRow).values(**values)
+    upsert = statement.on_conflict_do_update(
+        constraint="uq_patient_id_issuer",
+        set_={key: statement.excluded[key] for key in values if key not in ("patient_id", "issuer_of_patient_id")}
+        | {"updated_at": func.now()},
+    ).returning(PatientRow.pk)
+    return int((await session.execute(upsert)).scalar_one())
+
+
+async def _upsert_study(session: AsyncSession, parsed: ParsedInstance, patient_pk: int) -> int:
+    statement = insert(StudyRow).values(
+        study_instance_uid=parsed.study_instance_uid,
+        patient_pk=patient_pk,
+        attributes=parsed.study_attributes,
+        **parsed.study,
+    )
+    # The study's first instance sets its attributes; later ones only touch the timestamp
+    # (the lock this takes also serialises concurrent first instances of a study).
+    upsert = statement.on_conflict_do_update(
+        index_elements=[StudyRow.study_instance_uid], set_={"updated_at": func.now()}
+    ).returning(StudyRow.pk)
+    return int((await session.execute(upsert)).scalar_one())
+
+
+async def _upsert_series(session: AsyncSession, parsed: ParsedInstance, study_pk: int) -> int:
+    statement = insert(SeriesRow).values(
+        series_instance_uid=parsed.series_instance_uid,
+        study_pk=study_pk,
+        attributes=parsed.series_attributes,
+        **parsed.series,
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[SeriesRow.series_instance_uid], set_={"updated_at": func.now()}
+    ).returning(SeriesRow.pk)
+    return int((await session.execute(upsert)).scalar_one())
+
+
+def _instance_values(parsed: ParsedInstance, series_pk: int, key: str, size: int, sha256: str) -> dict[str, Any]:
+    return {
+        "sop_instance_uid": parsed.sop_instance_uid,
+        "series_pk": series_pk,
+        "storage_key": key,
+        "size": size,
+        "content_sha256": sha256,
+        "frames": parsed.frames,
+        "bulkdata": parsed.bulkdata,
+        "metadata_json": json.dumps(parsed.metadata, ensure_ascii=False, separators=(",", ":")),
+        **parsed.instance,
+    }
+
+
+async def index_instance(
+    session: AsyncSession, parsed: ParsedInstance, *, key: str, size: int, sha256: str, replace: bool
+) -> tuple[str, str | None]:
+    """Insert (or, with ``replace``, overwrite) the index rows of one stored file.
+
+    Returns ``(outcome, old storage key)`` where outcome is ``stored``,
+    ``identical`` (same content already stored), ``replaced`` or ``conflict``
+    (different content and ``replace`` is off). The caller commits.
+    """
+    patient_pk = await _upsert_patient(session, parsed)
+    study_pk = await _upsert_study(session, parsed, patient_pk)
+    series_pk = await _upsert_series(session, parsed, study_pk)
+    values = _instance_values(parsed, series_pk, key, size, sha256)
+    inserted = (
+        await session.execute(
+            insert(InstanceRow)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[InstanceRow.sop_instance_uid])
+            .returning(InstanceRow.pk)
+        )
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return "stored", None
+    existing = await find_stored(session, parsed.sop_instance_uid, lock=True)
+    assert existing is not None  # the conflicting row is there and now locked
+    if existing.content_sha256 == sha256:
+        return "identical", None
+    if not replace:
+        return "conflict", None
+    await session.execute(
+        update(InstanceRow).where(InstanceRow.pk == existing.pk).values(**values, updated_at=datetime.now(UTC))
+    )
+    if existing.series_pk != series_pk:  # the newer content moved the instance to another series
+        await _drop_empty_parents(session, {existing.series_pk})
+    return "replaced", existing.storage_key
+
+
+async def _drop_empty_parents(session: AsyncSession, series_pks: set[int]) -> None:
+    """Remove the given series if they lost their last instance, then emptied studies and patients."""
+    no_instances = ~select(InstanceRow.pk).where(InstanceRow.series_pk == SeriesRow.pk).exists()
+    studies = set(
+        (
+            await session.execute(
+                delete(SeriesRow).where(SeriesRow.pk.in_(series_pks), no_instances).returning(SeriesRow.study_pk)
+            )
+        ).scalars()
+    )
+    if not studies:
+        return
+    no_series = ~select(SeriesRow.pk).where(SeriesRow.study_pk == StudyRow.pk).exists()
+    patients = set(
+        (
+            await session.execute(
+                delete(StudyRow).where(StudyRow.pk.in_(studies), no_series).returning(StudyRow.patient_pk)
+            )
+        ).scalars()
+    )
+    if patients:
+        no_studies = ~select(StudyRow.pk).where(StudyRow.patient_pk == PatientRow.pk).exists()
+        await session.execute(delete(PatientRow).where(PatientRow.pk.in_(patients), no_studies))
+
+
+# --- reading, for WADO-RS ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceFile:
+    """What WADO-RS needs to serve one instance without parsing it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    storage_key: str
+    size: int
+    content_sha256: str
+    number_of_frames: int | None
+    frames: list[list[list[int]]] | None
+    bulkdata: dict[str, list[int]]
+    metadata_json: str | None
+
+
+_INSTANCE_COLUMNS = (
+    StudyRow.study_instance_uid,
+    SeriesRow.series_instance_uid,
+    InstanceRow.sop_instance_uid,
+    InstanceRow.sop_class_uid,
+    InstanceRow.transfer_syntax_uid,
+    InstanceRow.storage_key,
+    InstanceRow.size,
+    InstanceRow.content_sha256,
+    InstanceRow.number_of_frames,
+)
+
+
+async def find_instances(
+    session: AsyncSession,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+    *,
+    with_metadata: bool = False,
+    with_layout: bool = False,
+) -> list[InstanceFile]:
+    """The instances of a study, series or one instance, in series/instance number order; 404 if none."""
+    columns: list[Any] = list(_INSTANCE_COLUMNS)
+    columns.append(InstanceRow.frames if with_layout else InstanceRow.pk)
+    columns.append(InstanceRow.bulkdata if with_layout else InstanceRow.pk)
+    columns.append(InstanceRow.metadata_json if with_metadata else InstanceRow.pk)
+    query = (
+        select(*columns)
+        .join(SeriesRow, InstanceRow.series_pk == SeriesRow.pk)
+        .join(StudyRow, SeriesRow.study_pk == StudyRow.pk)
+        .where(StudyRow.study_instance_uid == study)
+    )
+    if series is not None:
+        query = query.where(SeriesRow.series_instance_uid == series)
+    if instance is not None:
+        query = query.where(InstanceRow.sop_instance_uid == instance)
+    query = query.order_by(
+        SeriesRow.series_number.nulls_last(),
+        SeriesRow.pk,
+        InstanceRow.instance_number.nulls_last(),
+        InstanceRow.sop_instance_uid,
+    )
+    rows = (await session.execute(query)).all()
+    if not rows:
+        what = "instance" if instance else "series" if series else "study"
+        raise NotFound(f"No such {what} in this archive.")
+    return [
+        InstanceFile(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            frames=row[9] if with_layout else None,
+            bulkdata=row[10] if with_layout else {},
+            metadata_json=row[11] if with_metadata else None,
+        )
+        for row in rows
+    ]
+
+
+async def delete_instances(
+    session: AsyncSession, study: str, series: str | None = None, instance: str | None = None
+) -> list[str]:
+    """Delete a study, series or instance from the index; return the storage keys to remove. 404 if none."""
+    selected = (
+        select(InstanceRow.pk, InstanceRow.series_pk, InstanceRow.storage_key)
+        .join(SeriesRow, InstanceRow.series_pk == SeriesRow.pk)
+        .join(StudyRow, SeriesRow.study_pk == StudyRow.pk)
+        .where(StudyRow.study_instance_uid == study)
+    )
+    if series is not None:
+        selected = selected.where(SeriesRow.series_instance_uid == series)
+    if instance is not None:
+        selected = selected.where(InstanceRow.sop_instance_uid == instance)
+    rows = (await session.execute(selected.with_for_update(of=InstanceRow))).all()
+    if not rows:
+        what = "instance" if instance else "series" if series else "study"
+        raise NotFound(f"No such {what} in this archive.")
+    await session.execute(delete(InstanceRow).where(InstanceRow.pk.in_([row.pk for row in rows])))
+    await _drop_empty_parents(session, {row.series_pk for row in rows})
+    return [row.storage_key for row in rows]
+
+
+def level_filter(study: str | None, series: str | None) -> Any:
+    """A WHERE clause restricting to a study and series (either may be None)."""
+    clauses = []
+    if study is not None:
+        clauses.append(StudyRow.study_instance_uid == study)
+    if series is not None:
+        clauses.append(SeriesRow.series_instance_uid == series)
+    return and_(*clauses)
