@@ -84,9 +84,13 @@ def clinical_url(postgres: PostgresServer, service_settings: Callable[..., Servi
 
 
 @pytest.fixture(scope="session")
-def imaging_url(postgres: PostgresServer, service_settings: Callable[..., ServiceSettings]) -> Iterator[str]:
-    """Root URL of a live imaging service (DICOMweb base ``<url>/dicomweb``)."""
-    yield from _start_service("imaging", postgres, service_settings)
+def imaging_url(
+    postgres: PostgresServer, service_settings: Callable[..., ServiceSettings], clinical_url: str
+) -> Iterator[str]:
+    """Root URL of a live imaging service (DICOMweb base ``<url>/dicomweb``), linking studies to live clinical."""
+    yield from _start_service(
+        "imaging", postgres, service_settings, clinical_url=f"{clinical_url}/fhir", series_quiet_s=1.0
+    )
 
 
 @pytest.fixture(scope="session")

@@ -78,12 +78,19 @@ async def ensure_queue_schema(app: procrastinate.App, schema: str = "oncostruct_
 
 
 @contextlib.asynccontextmanager
-async def running_worker(app: procrastinate.App, queues: Iterable[str], concurrency: int = 1) -> AsyncIterator[None]:
-    """Run a worker on ``queues`` in the background for the duration of the block."""
+async def running_worker(
+    app: procrastinate.App, queues: Iterable[str], concurrency: int = 1, polling_interval_s: float = 1.0
+) -> AsyncIterator[None]:
+    """Run a worker on ``queues`` in the background for the duration of the block.
+
+    New jobs wake the worker at once (LISTEN/NOTIFY); ``polling_interval_s`` bounds how late a
+    scheduled job (``schedule_in``) or a retry starts.
+    """
     task = asyncio.create_task(
         app.run_worker_async(
             queues=list(queues),
             concurrency=concurrency,
+            fetch_job_polling_interval=polling_interval_s,
             install_signal_handlers=False,
             shutdown_graceful_timeout=10,
         ),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from oncostruct_shared.http import build_http_client, service_auth
+from oncostruct_shared.queue import create_queue_app, ensure_queue_schema, running_worker
 from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.storage import FilesystemObjectStore
 from oncostruct_shared.surfaces import DicomwebSurface
@@ -15,17 +18,28 @@ from oncostruct_shared.surfaces import DicomwebSurface
 from . import __version__
 from .api import qido, stow, wado
 from .config import Settings
+from .events import QUEUE, ImagingEvents
 
 
 @asynccontextmanager
-async def _open_storage(app: FastAPI) -> AsyncIterator[None]:
+async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store = FilesystemObjectStore(settings.storage_path, fsync=settings.storage_fsync)
     spool = settings.spool_path or store.staging
     spool.mkdir(parents=True, exist_ok=True)
     app.state.store = store
     app.state.spool = spool
-    yield
+    queue = create_queue_app(settings.database_url.get_secret_value(), settings.queue_schema)
+    scope = "system/Patient.crs system/ImagingStudy.crus"
+    async with (
+        queue.open_async(),
+        build_http_client(settings, settings.clinical_url, auth=service_auth(settings, scope)) as clinical,
+    ):
+        await ensure_queue_schema(queue, settings.queue_schema)
+        app.state.events = ImagingEvents(queue, app.state.db.sessionmaker, clinical, settings)
+        worker = running_worker(queue, [QUEUE]) if settings.queue_worker else contextlib.nullcontext()
+        async with worker:
+            yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             version=__version__,
             routers=[stow.router, qido.router, wado.router],
             migrations_dir=Path(__file__).parent / "migrations",
-            lifespan=_open_storage,
+            lifespan=_open_resources,
             validation_status=400,
         )
     )

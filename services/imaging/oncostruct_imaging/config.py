@@ -30,6 +30,18 @@ class Settings(ServiceSettings):
         "(default: the object store's own staging folder, so storing is a rename).",
     )
     clinical_url: str = Field("http://127.0.0.1:8081/fhir", description="FHIR base of the clinical service.")
+    series_quiet_s: float = Field(
+        60.0, gt=0, description="A series with no new instance for this long is announced as complete."
+    )
+    link_max_attempts: int = Field(
+        30, ge=1, description="Tries (with exponential backoff) to link a study to the clinical service."
+    )
+    patient_identifier_system: str = Field(
+        "urn:oncostruct:dicom:patient-id",
+        description="FHIR identifier system for DICOM Patient IDs (`:<issuer>` appended when the instance has one).",
+    )
+    queue_schema: str = Field("oncostruct_jobs", description="PostgreSQL schema of the suite's job queue.")
+    queue_worker: bool = Field(True, description="Run this service's job worker inside the service process.")
     qido_default_limit: int = Field(100, ge=1, description="QIDO-RS results per response when no `limit` is sent.")
     qido_max_limit: int = Field(1000, ge=1, description="Largest `limit` honoured; larger ones are cut (Warning).")
     duplicate_policy: Literal["reject", "replace"] = Field(

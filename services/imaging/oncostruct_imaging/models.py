@@ -77,6 +77,8 @@ class SeriesRow(Base):
     #: Series-level attributes of the series' instances, as DICOM JSON.
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: Creation time of the newest instance announced in a "series complete" event.
+    complete_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class InstanceRow(Base):

@@ -221,6 +221,15 @@ async def _store_instances(request: Request, settings: Settings, study: str | No
     for result in results:
         if result.failure is not None:
             log.info("instance not stored", extra={"reason": f"0x{result.failure:04X}", "detail": result.detail})
+    stored = [result for result in results if result.failure is None]
+    if stored:
+        try:
+            await request.app.state.events.stored(
+                {r.study_instance_uid for r in stored if r.study_instance_uid},
+                {r.series_instance_uid for r in stored if r.series_instance_uid},
+            )
+        except Exception:  # the instances are stored: a missed event must not turn that into a failure
+            log.exception("could not queue the follow-up jobs of a store")
     failures = sum(result.failure is not None for result in results)
     status = 200 if failures == 0 else 409 if failures == len(results) else 202
     body = _response_body(results, settings.base_url, study)
