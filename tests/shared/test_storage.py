@@ -1,0 +1,82 @@
+"""The filesystem object store: atomic publishing, ranged reads, safe keys."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from oncostruct_shared.errors import NotFound
+from oncostruct_shared.storage import FilesystemObjectStore, ObjectStore, validate_key
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FilesystemObjectStore:
+    return FilesystemObjectStore(tmp_path / "objects")
+
+
+def test_filesystem_store_satisfies_the_protocol(store: FilesystemObjectStore) -> None:
+    assert isinstance(store, ObjectStore)
+
+
+async def test_put_bytes_then_read_ranges_and_chunks(store: FilesystemObjectStore) -> None:
+    data = bytes(range(256)) * 40
+    assert await store.put_bytes("studies/1.2/a.dcm", data) == len(data)
+    assert await store.size("studies/1.2/a.dcm") == len(data)
+    assert await store.read_range("studies/1.2/a.dcm", 100, 10) == data[100:110]
+    chunks = [chunk async for chunk in store.iter_chunks("studies/1.2/a.dcm", chunk_bytes=1000)]
+    assert b"".join(chunks) == data
+    assert len(chunks) == 11
+
+
+async def test_put_file_consumes_the_spooled_file_and_leaves_no_temporaries(
+    store: FilesystemObjectStore, tmp_path: Path
+) -> None:
+    spooled = store.staging_file()
+    spooled.write_bytes(b"dicom" * 100)
+    assert await store.put_file("x/y.dcm", spooled) == 500
+    assert not spooled.exists()
+    assert store.path("x/y.dcm").read_bytes() == b"dicom" * 100
+    leftovers = [p for p in store.root.rglob("*") if p.is_file() and p.suffix in (".tmp", ".part")]
+    assert leftovers == []
+
+
+async def test_put_file_from_another_folder_copies(store: FilesystemObjectStore, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.bin"
+    outside.write_bytes(b"abc")
+    await store.put_file("k.bin", outside)
+    assert store.path("k.bin").read_bytes() == b"abc"
+    assert not outside.exists()
+
+
+async def test_replacing_is_atomic_under_concurrent_writers(store: FilesystemObjectStore) -> None:
+    contents = [bytes([i]) * 200_000 for i in range(8)]
+    await asyncio.gather(*(store.put_bytes("same.bin", data) for data in contents))
+    assert store.path("same.bin").read_bytes() in contents  # one whole version, never a mix
+
+
+async def test_missing_objects_are_not_found_and_delete_is_idempotent(store: FilesystemObjectStore) -> None:
+    with pytest.raises(NotFound):
+        await store.read_range("nope.bin", 0, 1)
+    with pytest.raises(NotFound):
+        await store.size("nope.bin")
+    with pytest.raises(NotFound):
+        [chunk async for chunk in store.iter_chunks("nope.bin")]
+    await store.put_bytes("gone.bin", b"1")
+    assert await store.delete("gone.bin") is True
+    assert await store.delete("gone.bin") is False
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a//b", "a/./b", "sp ace", "a\\b", "x" * 201])
+def test_unsafe_keys_are_refused(key: str, store: FilesystemObjectStore) -> None:
+    with pytest.raises(ValueError, match="not a valid object key"):
+        validate_key(key)
+    with pytest.raises(ValueError, match="not a valid object key"):
+        store.path(key)
+
+
+def test_without_fsync_objects_are_still_published_whole(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path, fsync=False)
+    asyncio.run(store.put_bytes("a/b/c.bin", b"x" * 10))
+    assert (tmp_path / "a" / "b" / "c.bin").read_bytes() == b"x" * 10
