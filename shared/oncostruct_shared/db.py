@@ -29,7 +29,10 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         settings.database_url.get_secret_value(),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        # A ping per checkout costs a round trip on every request; dead connections are
+        # invalidated on first use instead, and recycled before servers or proxies drop them.
+        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_recycle=settings.db_pool_recycle_s,
         connect_args={
             "timeout": settings.db_connect_timeout_s,
             "server_settings": {
@@ -47,6 +50,11 @@ class Database:
         self.settings = settings
         self.engine = create_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads run without BEGIN/ROLLBACK: under PostgreSQL's READ COMMITTED each statement
+        # sees its own snapshot inside a transaction too, so autocommit changes nothing but the cost.
+        self.read_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     async def ping(self) -> None:
         """Run ``SELECT 1``; raises if the database does not answer."""
@@ -62,10 +70,18 @@ class Database:
         await self.engine.dispose()
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, closed afterwards."""
+    """FastAPI dependency: one session per request, closed afterwards.
+
+    Safe methods (RFC 9110 §9.2.1: GET and HEAD never change state) get an autocommit
+    session; every other method a transactional one that the route commits.
+    """
     database: Database = request.app.state.db
-    async with database.sessionmaker() as session:
+    factory = database.read_sessionmaker if request.method in SAFE_METHODS else database.sessionmaker
+    async with factory() as session:
         yield session
 
 

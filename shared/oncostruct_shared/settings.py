@@ -34,8 +34,10 @@ class ServiceSettings(BaseSettings):
         description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver).",
     )
     db_schema: str = Field("", description="PostgreSQL schema holding this service's tables (default: service name).")
-    db_pool_size: int = Field(5, ge=1, le=100, description="Connections kept open in the pool.")
-    db_max_overflow: int = Field(5, ge=0, le=100, description="Extra connections allowed above the pool size.")
+    db_pool_size: int = Field(10, ge=1, le=100, description="Connections kept open in the pool.")
+    db_max_overflow: int = Field(10, ge=0, le=100, description="Extra connections allowed above the pool size.")
+    db_pool_pre_ping: bool = Field(False, description="Test each pooled connection before use (one round trip).")
+    db_pool_recycle_s: int = Field(1800, ge=60, description="Replace pooled connections older than this.")
     db_connect_timeout_s: float = Field(5.0, gt=0, description="Timeout for opening a database connection.")
     run_migrations: bool = Field(True, description="Apply pending Alembic migrations when the service starts.")
 
