@@ -19,6 +19,7 @@ from . import __version__
 from .api import qido, stow, wado
 from .config import Settings
 from .events import QUEUE, ImagingEvents
+from .ingest import IngestContext
 
 
 @asynccontextmanager
@@ -29,6 +30,7 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     spool.mkdir(parents=True, exist_ok=True)
     app.state.store = store
     app.state.spool = spool
+    app.state.ingest = IngestContext(settings, store, app.state.db.sessionmaker)
     queue = create_queue_app(settings.database_url.get_secret_value(), settings.queue_schema)
     scope = "system/Patient.crs system/ImagingStudy.crus"
     async with (

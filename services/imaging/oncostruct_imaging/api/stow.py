@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from oncostruct_shared.errors import Invalid, NotAcceptable, UnsupportedMediaType
-from oncostruct_shared.storage import StorageError
 
 from .. import parsing
 from ..config import Settings
 from ..deps import SettingsDep, StoreDep, WriteScope
 from ..dicom_json import DICOM_JSON, DICOM_XML, dumps, element, native_dicom_model
+from ..ingest import PartResult, ingest_file
 from ..multipart import SpooledPart, parse_accept, parse_media_type, spool_multipart, type_matches
-from ..repository import find_stored, index_instance
 from ..uids import require_uid
 
 router = APIRouter(tags=["STOW-RS"])
@@ -43,18 +41,6 @@ log = logging.getLogger("oncostruct.imaging.stow")
 DICOM = "application/dicom"
 #: Parts of one request stored concurrently (parsing, file publishing and indexing overlap).
 _PARALLEL_PARTS = 4
-
-
-@dataclass
-class PartResult:
-    """The outcome of one part: stored (``failure`` None) or failed with a Failure Reason."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_instance_uid: str | None = None
-    series_instance_uid: str | None = None
-    failure: int | None = None
-    detail: str = ""
 
 
 def _response_media_type(request: Request) -> str:
@@ -88,71 +74,10 @@ def _boundary(request: Request) -> str:
     return boundary
 
 
-def _storage_key(parsed: parsing.ParsedInstance, sha256: str) -> str:
-    return (
-        f"studies/{parsed.study_instance_uid}/series/{parsed.series_instance_uid}/"
-        f"{parsed.sop_instance_uid}.{sha256[:16]}.dcm"
-    )
-
-
 async def _store_part(request: Request, part: SpooledPart, expected_study: str | None) -> PartResult:
-    settings: Settings = request.app.state.settings
-    store = request.app.state.store
     if part.content_type.type != DICOM:
         return PartResult("", "", failure=parsing.CANNOT_UNDERSTAND, detail=f"part type {part.content_type.type}")
-    try:
-        rewritten = await asyncio.to_thread(parsing.add_missing_preamble, part.path)
-        if rewritten is not None:
-            part.size, part.sha256 = rewritten
-        parsed = await asyncio.to_thread(
-            parsing.parse_instance,
-            part.path,
-            bulkdata_threshold=settings.bulkdata_threshold_bytes,
-            expected_study=expected_study,
-        )
-    except parsing.InstanceRejected as rejected:
-        return PartResult(
-            rejected.sop_class_uid, rejected.sop_instance_uid, failure=rejected.reason, detail=rejected.detail
-        )
-    result = PartResult(
-        parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_instance_uid, parsed.series_instance_uid
-    )
-    sessions = request.app.state.db.sessionmaker
-    async with sessions() as session:
-        existing = await find_stored(session, parsed.sop_instance_uid)
-    if existing is not None and existing.content_sha256 == part.sha256:
-        return result  # the same content again: already stored (idempotent)
-    if existing is not None and settings.duplicate_policy == "reject":
-        result.failure, result.detail = parsing.DUPLICATE_SOP_INSTANCE, "different content under a stored UID"
-        return result
-    key = _storage_key(parsed, part.sha256)
-    try:
-        await store.put_file(key, part.path)
-    except StorageError as exc:
-        log.error("object store write failed", extra={"error": exc.detail})
-        result.failure, result.detail = parsing.OUT_OF_RESOURCES, "object store write failed"
-        return result
-    try:
-        async with sessions() as session, session.begin():
-            outcome, old_key = await index_instance(
-                session,
-                parsed,
-                key=key,
-                size=part.size,
-                sha256=part.sha256,
-                replace=settings.duplicate_policy == "replace",
-            )
-    except Exception as exc:
-        # The file stays (an unreferenced object is harmless; one referenced by a racing request must not go).
-        log.error("indexing failed", exc_info=exc)
-        result.failure, result.detail = parsing.PROCESSING_FAILURE, "indexing failed"
-        return result
-    if outcome == "conflict":
-        await store.delete(key)
-        result.failure, result.detail = parsing.DUPLICATE_SOP_INSTANCE, "different content under a stored UID"
-    elif outcome == "replaced" and old_key and old_key != key:
-        await store.delete(old_key)
-    return result
+    return await ingest_file(request.app.state.ingest, part.path, part.size, part.sha256, expected_study)
 
 
 def _response_body(results: list[PartResult], base_url: str, study: str | None) -> dict[str, Any]:
