@@ -16,10 +16,11 @@ from oncostruct_shared.storage import FilesystemObjectStore
 from oncostruct_shared.surfaces import DicomwebSurface
 
 from . import __version__
-from .api import qido, stow, wado
+from .api import imports, qido, stow, wado
 from .config import Settings
 from .events import QUEUE, ImagingEvents
 from .ingest import IngestContext
+from .pull import PullImports
 
 
 @asynccontextmanager
@@ -39,6 +40,7 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     ):
         await ensure_queue_schema(queue, settings.queue_schema)
         app.state.events = ImagingEvents(queue, app.state.db.sessionmaker, clinical, settings)
+        app.state.pulls = PullImports(queue, app.state.ingest, settings, spool, on_stored=app.state.events.stored)
         worker = running_worker(queue, [QUEUE]) if settings.queue_worker else contextlib.nullcontext()
         async with worker:
             yield
@@ -54,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             description="DICOMweb (PS3.18) archive: STOW-RS store, QIDO-RS search, WADO-RS retrieve and delete. "
             "Errors carry the PS3.18 status code and a Warning header.",
             version=__version__,
-            routers=[stow.router, qido.router, wado.router],
+            routers=[stow.router, qido.router, wado.router, imports.router],
             migrations_dir=Path(__file__).parent / "migrations",
             lifespan=_open_resources,
             validation_status=400,

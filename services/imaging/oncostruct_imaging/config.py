@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from oncostruct_shared.settings import ServiceSettings
+
+
+class PacsSource(BaseModel):
+    """An upstream DICOMweb server studies can be pulled from (configured by the operator, never by API callers)."""
+
+    url: str = Field(description="DICOMweb base URL (QIDO-RS and WADO-RS).")
+    bearer_token: SecretStr | None = Field(None, description="Token sent as `Authorization: Bearer`.")
+    timeout_s: float = Field(60.0, gt=0, description="Timeout of each request to the source.")
 
 
 class Settings(ServiceSettings):
@@ -40,6 +48,11 @@ class Settings(ServiceSettings):
         "urn:oncostruct:dicom:patient-id",
         description="FHIR identifier system for DICOM Patient IDs (`:<issuer>` appended when the instance has one).",
     )
+    pacs_sources: dict[str, PacsSource] = Field(
+        default_factory=dict,
+        description='Upstream PACS to pull from, by name, as JSON: {"hospital": {"url": "https://…/dicom-web"}}.',
+    )
+    pull_max_attempts: int = Field(10, ge=1, description="Tries (with exponential backoff) of a pull import job.")
     queue_schema: str = Field("oncostruct_jobs", description="PostgreSQL schema of the suite's job queue.")
     queue_worker: bool = Field(True, description="Run this service's job worker inside the service process.")
     qido_default_limit: int = Field(100, ge=1, description="QIDO-RS results per response when no `limit` is sent.")

@@ -9,10 +9,11 @@ frame reads ever parse a stored file again.
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Date, DateTime, ForeignKey, Integer, String, Text, func
+from sqlalchemy import ARRAY, BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,3 +108,34 @@ class InstanceRow(Base):
     metadata_json: Mapped[str] = mapped_column("metadata", Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PullImportRow(Base):
+    """A pull of studies from an upstream PACS (resumable: see ``pull_import_study``)."""
+
+    __tablename__ = "pull_import"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    source: Mapped[str] = mapped_column(String(100))
+    query: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    studies_total: Mapped[int] = mapped_column(Integer, default=0)
+    studies_done: Mapped[int] = mapped_column(Integer, default=0)
+    instances_stored: Mapped[int] = mapped_column(Integer, default=0)
+    instances_existing: Mapped[int] = mapped_column(Integer, default=0)
+    instances_failed: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PullImportStudyRow(Base):
+    """One study of a pull import and whether all its instances are in."""
+
+    __tablename__ = "pull_import_study"
+
+    import_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("pull_import.id"), primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
