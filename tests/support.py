@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import jwt
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -164,3 +166,83 @@ class Issuer:
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header for ``token``."""
     return {"Authorization": f"Bearer {token}"}
+
+
+SERVICE_PREFIXES = {
+    "clinical": "/fhir",
+    "imaging": "/dicomweb",
+    "annotations": "/annotations/v1",
+    "reconstruction": "/reconstruction/v1",
+}
+
+
+class ServiceProcess:
+    """One of our services run with uvicorn in its own process (its own GIL), as in production."""
+
+    def __init__(
+        self,
+        name: str,
+        database_url: str,
+        issuer_url: str,
+        folder: Path,
+        *,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.url = self.root + SERVICE_PREFIXES[name]
+        prefix = f"ONCOSTRUCT_{name.upper()}_"
+        self.environment = {
+            **os.environ,
+            f"{prefix}DATABASE_URL": database_url,
+            f"{prefix}AUTH_ISSUER": issuer_url,
+            f"{prefix}BASE_URL": self.url,
+            f"{prefix}LOG_LEVEL": "WARNING",
+            **{f"{prefix}{key.upper()}": value for key, value in (settings or {}).items()},
+        }
+        self.log_path = folder / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60) -> ServiceProcess:
+        """Start the process and wait for its ``/readyz``."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"oncostruct_{self.name}", "serve", "--port", str(self.port)],
+                env=self.environment, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.root}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not become ready in {timeout_s:.0f} s")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop the process gracefully if it still runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@contextmanager
+def service_process(name: str, database_url: str, issuer_url: str, folder: Path, **env: str) -> Iterator[str]:
+    """Run a :class:`ServiceProcess` for the block; yield its API base URL."""
+    service = ServiceProcess(name, database_url, issuer_url, folder, settings=env).start()
+    try:
+        yield service.url
+    finally:
+        service.stop()
