@@ -15,10 +15,8 @@ GIL with the client) and Orthanc, generates synthetic CT instances with pydicom
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ import httpx
 from oncostruct_shared.devissuer import IssuerSettings, create_app, load_or_create_key, mint_token
 from tests.imaging.conftest import Orthanc
 from tests.imaging.factory import ct_dataset, new_uid, to_bytes
-from tests.support import LiveServer, free_port, postgres_server
+from tests.support import LiveServer, ServiceProcess, free_port, postgres_server
 
 BOUNDARY = "bench-boundary-7f3a"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -56,37 +54,6 @@ def _timed(call: Callable[[], httpx.Response], repeat: int) -> list[float]:
         times.append(time.perf_counter() - started)
         response.raise_for_status()
     return times
-
-
-def _start_imaging(database_url: str, issuer_url: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ONCOSTRUCT_IMAGING_DATABASE_URL": database_url,
-        "ONCOSTRUCT_IMAGING_AUTH_ISSUER": issuer_url,
-        "ONCOSTRUCT_IMAGING_STORAGE_PATH": str(folder / "storage"),
-        "ONCOSTRUCT_IMAGING_BASE_URL": f"http://127.0.0.1:{port}/dicomweb",
-        "ONCOSTRUCT_IMAGING_LOG_LEVEL": "WARNING",
-    }
-    log = open(folder / "imaging.log", "wb")  # noqa: SIM115 (lives as long as the process)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "oncostruct_imaging", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"imaging exited: {(folder / 'imaging.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, f"{url}/dicomweb"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("imaging did not become ready in 60 s")
 
 
 def measure(
@@ -168,7 +135,7 @@ def main(argv: list[str]) -> int:
     repeat = 20 if args.quick else 100
     folder = Path(tempfile.mkdtemp(prefix="oncostruct-bench-imaging-"))
     folder.chmod(0o755)
-    imaging: subprocess.Popen[bytes] | None = None
+    imaging: ServiceProcess | None = None
     orthanc = Orthanc(folder / "orthanc")
     (folder / "orthanc").mkdir()
     try:
@@ -186,7 +153,8 @@ def main(argv: list[str]) -> int:
                     scopes=["dicomweb.read", "dicomweb.write"],
                     ttl_seconds=3600,
                 )
-                imaging, imaging_base = _start_imaging(postgres.url("bench_imaging"), issuer_settings.url, folder)
+                imaging = ServiceProcess("imaging", postgres.url("bench_imaging"), issuer_settings.url, folder).start()
+                imaging_base = imaging.url
                 orthanc.start()
                 study, series, patient = new_uid(), new_uid(), f"BENCH-{new_uid()[-8:]}"
                 datasets = [
@@ -203,12 +171,12 @@ def main(argv: list[str]) -> int:
                     "sops": ",".join(ds.SOPInstanceUID for ds in datasets),
                 }
                 ours = measure("oncostruct", imaging_base, {"Authorization": f"Bearer {token}"}, instances, meta)
+                imaging.stop()  # before its database goes away
                 theirs = measure("orthanc", orthanc.dicomweb, {}, instances, meta)
                 print_table(ours, theirs, count)
     finally:
         if imaging is not None:
-            imaging.terminate()
-            imaging.wait(timeout=20)
+            imaging.stop()
         orthanc.stop()
         shutil.rmtree(folder, ignore_errors=True)
     return 0
