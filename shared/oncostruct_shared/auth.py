@@ -11,7 +11,9 @@ Which scope a route needs is the route's business: it declares it with
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
@@ -116,19 +118,48 @@ class JwksKeySource:
 
 
 class TokenVerifier:
-    """Verifies bearer JWTs for one resource server (audience)."""
+    """Verifies bearer JWTs for one resource server (audience).
+
+    A token whose signature and claims were verified is remembered (by its SHA-256) until it
+    expires, so a client that sends the same token on every request pays for the signature
+    check once; expiry is still enforced on every use.
+    """
 
     def __init__(
-        self, keys: KeySource, *, issuer: str, audience: str, algorithms: list[str], leeway_seconds: int = 30
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        algorithms: list[str],
+        leeway_seconds: int = 30,
+        cache_size: int = 4096,
     ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
         self.algorithms = algorithms
         self.leeway_seconds = leeway_seconds
+        self.cache_size = cache_size
+        self._verified: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
         """Return the token's :class:`Principal`; raise :class:`Unauthorized` if it is not valid."""
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            if time.time() <= cached[0] + self.leeway_seconds:
+                self._verified.move_to_end(digest)
+                return cached[1]
+            del self._verified[digest]
+            raise invalid_token("token expired")
+        principal = await self._verify(token)
+        self._verified[digest] = (float(principal.claims["exp"]), principal)
+        if len(self._verified) > self.cache_size:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:

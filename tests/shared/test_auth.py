@@ -248,3 +248,19 @@ def test_service_answers_503_when_issuer_keys_cannot_be_fetched(
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert "signing keys" in response.json()["detail"]
+
+
+async def test_remembered_tokens_still_expire(jwks_server: JwksServer) -> None:
+    key = _other_rsa_key()
+    jwks_server.keys = [_jwk(key, "k", "RS256")]
+    async with httpx.AsyncClient() as client:
+        verifier = TokenVerifier(
+            JwksKeySource(jwks_server.url, client), issuer="https://issuer.test", audience="oncostruct",
+            algorithms=["RS256"], leeway_seconds=0,
+        )  # fmt: skip
+        token = _token(key, "k", "RS256", exp=int(time.time()) + 1)
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) is first  # remembered, not verified again
+        time.sleep(1.6)
+        with pytest.raises(Unauthorized, match="expired"):
+            await verifier.verify(token)
