@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -261,6 +262,6 @@ async def test_remembered_tokens_still_expire(jwks_server: JwksServer) -> None:
         token = _token(key, "k", "RS256", exp=int(time.time()) + 1)
         first = await verifier.verify(token)
         assert await verifier.verify(token) is first  # remembered, not verified again
-        time.sleep(1.6)
+        await asyncio.sleep(1.6)
         with pytest.raises(Unauthorized, match="expired"):
             await verifier.verify(token)
