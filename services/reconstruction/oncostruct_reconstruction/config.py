@@ -10,6 +10,8 @@ from pydantic_settings import SettingsConfigDict
 
 from oncostruct_shared.settings import ServiceSettings
 
+from .model.repository import DEFAULT_REPOSITORY
+
 
 class Settings(ServiceSettings):
     """Reconstruction service settings."""
@@ -25,5 +27,18 @@ class Settings(ServiceSettings):
         "http://127.0.0.1:8083/annotations/v1", description="Base URL of the annotation service."
     )
     triton_url: str = Field("127.0.0.1:8000", description="Triton HTTP endpoint (host:port, KServe v2).")
+    triton_model_name: str = Field("nearest_normal", description="Name of the model in Triton's repository.")
+    triton_model_version: str = Field(
+        "1", description="Model version to use; results reference it. Empty: the server's latest."
+    )
+    triton_timeout_s: float = Field(30.0, gt=0, description="Limit of each Triton request, connection included.")
+    triton_batch_size: int = Field(32, ge=1, le=1024, description="Slices per inference request.")
+    triton_concurrency: int = Field(4, ge=1, le=64, description="Inference requests in flight at once per job.")
+    model_repository: Path = Field(
+        DEFAULT_REPOSITORY, description="Triton model repository the local server serves (make run, tests)."
+    )
+    anomaly_top_fraction: float = Field(
+        0.01, gt=0, le=1, description="Fraction of a slice's foreground pixels whose mean map value is its score."
+    )
     page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when `limit` is not sent.")
     page_size_max: int = Field(500, ge=1, le=10000, description="Largest `limit` accepted.")

@@ -1,0 +1,295 @@
+"""Quality of nearest-normal anomaly detection against classical baselines (``python -m bench reconstruction``).
+
+Normal held-out slices of the MNI152 template (blocks kept out of training,
+each given a mild random pose and contrast change, as patients differ),
+synthetic anomalies of four kinds with pixel ground truth (MOOD style), and
+the same metrics for every method: pixel AUROC, pixel AUPRC, best Dice and
+per-slice AUROC, overall and per anomaly kind. Methods:
+
+- ``vae``: the model (the shipped ONNX by default, or one trained here with ``--train``);
+- ``ae``: the plain autoencoder baseline, trained here with the same preset and seed;
+- ``pca``: PCA reconstruction fitted on the training slices, scored like the networks;
+- ``zscore``: per-pixel |z| against the training slices;
+- ``threshold``: the intensity itself (hyperintensity detection).
+
+Writes ``results.json``, ``table.md`` and ``figure.png`` (input, reconstruction,
+anomaly map, ground truth per kind) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from scipy import ndimage  # type: ignore[import-untyped]
+
+from oncostruct_reconstruction.model.anomalies import ANOMALY_KINDS, anomalous_set
+from oncostruct_reconstruction.model.data import SliceSet, block_split, slice_set
+from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
+from oncostruct_reconstruction.model.metrics import DetectionMetrics, detection_metrics
+from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, DEFAULT_REPOSITORY, ONNX_FILE
+from oncostruct_reconstruction.model.scoring import DissimilarityConfig, dissimilarity_map, gaussian_blur, slice_scores
+from oncostruct_reconstruction.model.volumes import mni152_volume
+
+FloatArray = npt.NDArray[np.float32]
+METHODS = ("vae", "ae", "pca", "zscore", "threshold")
+
+
+@dataclass
+class TestSet:
+    """Normal and anomalous held-out slices with ground truth."""
+
+    images: FloatArray  # (n, 1, s, s)
+    masks: npt.NDArray[np.bool_]  # (n, s, s)
+    truth: npt.NDArray[np.bool_]  # (n, s, s)
+    kinds: list[str]  # "normal" or the anomaly kind, per slice
+
+
+@dataclass
+class MethodResult:
+    """One method's maps and metrics."""
+
+    maps: FloatArray
+    reconstructions: FloatArray | None
+    overall: DetectionMetrics
+    by_kind: dict[str, DetectionMetrics] = field(default_factory=dict)
+
+
+def perturb(slices: SliceSet, seed: int) -> SliceSet:
+    """A mild random rotation, scaling, shift and gamma per slice (patients are not in template space)."""
+    rng = np.random.default_rng(seed)
+    images = np.empty_like(slices.images)
+    masks = np.empty_like(slices.masks)
+    size = slices.images.shape[-1]
+    centre = np.array([size / 2 - 0.5, size / 2 - 0.5])
+    for index in range(len(slices)):
+        angle = np.deg2rad(rng.uniform(-6, 6))
+        scale = rng.uniform(0.95, 1.05)
+        matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / scale
+        offset = centre - matrix @ centre + rng.uniform(-0.03, 0.03, size=2) * size
+        moved = ndimage.affine_transform(slices.images[index, 0], matrix, offset=offset, order=1, mode="constant")
+        images[index, 0] = np.clip(np.clip(moved, 0, 1) ** rng.uniform(0.85, 1.15), 0, 1)
+        masks[index] = (
+            ndimage.affine_transform(slices.masks[index].astype(np.float32), matrix, offset=offset, order=0) > 0.5
+        )
+    return SliceSet(images, masks, slices.volume, slices.position)
+
+
+def test_set(heldout: SliceSet, seed: int) -> TestSet:
+    """Each held-out slice once normal and once per anomaly kind."""
+    normal = perturb(heldout, seed)
+    images, masks, truth, kinds = (
+        [normal.images],
+        [normal.masks],
+        [np.zeros_like(normal.masks)],
+        ["normal"] * len(normal),
+    )
+    for offset, kind in enumerate(ANOMALY_KINDS):
+        changed, kind_truth, _ = anomalous_set(normal.images, normal.masks, [kind], seed=seed + 1 + offset)
+        images.append(changed)
+        masks.append(normal.masks)
+        truth.append(kind_truth)
+        kinds += [kind] * len(normal)
+    return TestSet(np.concatenate(images), np.concatenate(masks), np.concatenate(truth), kinds)
+
+
+def pca_reconstruct(train: FloatArray, images: FloatArray, components: int) -> FloatArray:
+    """Project ``images`` on the first principal components of ``train`` (both ``(n, 1, s, s)``)."""
+    flat = train.reshape(len(train), -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    _, _, basis = np.linalg.svd(flat - mean, full_matrices=False)
+    basis = basis[:components]
+    centred = images.reshape(len(images), -1).astype(np.float64) - mean
+    return np.clip((centred @ basis.T) @ basis + mean, 0, 1).reshape(images.shape).astype(np.float32)
+
+
+def evaluate(maps: FloatArray, data: TestSet, reconstructions: FloatArray | None = None) -> MethodResult:
+    """Metrics overall and per kind (each kind's anomalous slices against all normal slices)."""
+    planes = maps.reshape(len(maps), *maps.shape[-2:])
+    scores = slice_scores(planes, data.masks)
+    kinds = np.asarray(data.kinds)
+    result = MethodResult(planes, reconstructions, detection_metrics(planes, data.truth, data.masks, scores))
+    for kind in ANOMALY_KINDS:
+        chosen = (kinds == kind) | (kinds == "normal")
+        result.by_kind[kind] = detection_metrics(planes[chosen], data.truth[chosen], data.masks[chosen], scores[chosen])
+    return result
+
+
+def train_onnx(kind: str, preset: str, seed: int, train: SliceSet, heldout: SliceSet, out: Path) -> Path:
+    """Train a network of ``kind`` with a preset and export it (needs the ``[train]`` extra).
+
+    A model this function exported before under ``out`` with the same
+    configuration is reused: baselines are trained once per output folder.
+    """
+    import dataclasses
+
+    from oncostruct_reconstruction.model.export import export_onnx
+    from oncostruct_reconstruction.model.training import PRESETS
+    from oncostruct_reconstruction.model.training import train as train_network
+
+    base = PRESETS[preset]
+    config = dataclasses.replace(base, seed=seed, network=dataclasses.replace(base.network, kind=kind))  # type: ignore[arg-type]
+    folder = out / f"train-{kind}"
+    path = folder / ONNX_FILE
+    wanted = json.loads(json.dumps(config.as_dict()))  # as it reads back from the ONNX metadata
+    if path.exists() and OnnxAnomalyModel(path).metadata.get("train_config") == wanted:
+        return path
+    if folder.exists():
+        shutil.rmtree(folder)
+    net = train_network(config, train, heldout, folder)
+    return export_onnx(net, config.dissimilarity, path, metadata={"train_config": config.as_dict()})
+
+
+def figure(data: TestSet, result: MethodResult, path: Path) -> None:
+    """One row per anomaly kind: input, reconstruction, anomaly map, ground truth."""
+    kinds = np.asarray(data.kinds)
+    rows = []
+    scale = float(np.percentile(result.maps[data.masks], 99.5)) or 1.0
+    for kind in ANOMALY_KINDS:
+        chosen = np.flatnonzero(kinds == kind)
+        index = int(chosen[len(chosen) // 2])  # a mid-brain slice, not the first (lowest) one
+        recon = (
+            result.reconstructions[index, 0]
+            if result.reconstructions is not None
+            else np.zeros_like(result.maps[index])
+        )
+        tiles = [
+            data.images[index, 0],
+            recon,
+            np.clip(result.maps[index] / scale, 0, 1),
+            data.truth[index].astype(np.float32),
+        ]
+        rows.append(np.concatenate([np.pad(tile, 2, constant_values=1.0) for tile in tiles], axis=1))
+    picture = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+    side = max(1, 512 // picture.shape[1] + 1)
+    Image.fromarray(picture).resize((picture.shape[1] * side, picture.shape[0] * side), Image.Resampling.NEAREST).save(
+        path
+    )
+
+
+def table(results: dict[str, MethodResult]) -> str:
+    """A markdown table: overall metrics and AUPRC per kind, per method."""
+    header = (
+        "| method | pixel AUROC | pixel AUPRC | best Dice | slice AUROC | "
+        + " | ".join(f"AUPRC {k}" for k in ANOMALY_KINDS)
+        + " |"
+    )
+    lines = [header, "|" + "---|" * (5 + len(ANOMALY_KINDS))]
+    for name, result in results.items():
+        m = result.overall
+        per_kind = " | ".join(f"{result.by_kind[k].pixel_auprc:.3f}" for k in ANOMALY_KINDS)
+        overall = f"{m.pixel_auroc:.3f} | {m.pixel_auprc:.3f} | {m.best_dice:.3f} | {m.slice_auroc:.3f}"
+        lines.append(f"| {name} | {overall} | {per_kind} |")
+    return "\n".join(lines)
+
+
+def run_benchmark(
+    out: Path,
+    preset: str = "cpu",
+    seed: int = 0,
+    model: Path | None = None,
+    train_model: bool = False,
+    resolution: int = 1,
+    pca_components: int = 16,
+    with_ae: bool = True,
+) -> dict[str, MethodResult]:
+    """Run every method on the same test set; write results, table and figure under ``out``.
+
+    Parameters
+    ----------
+    out
+        Output folder.
+    preset
+        Training preset of the networks trained here (and so the image size when training).
+    seed
+        Seeds training, the test perturbations and the anomalies.
+    model
+        The model's ONNX file (default: the shipped repository's); ignored with ``train_model``.
+    train_model
+        Train the VAE here too, with ``preset`` and ``seed``.
+    resolution
+        MNI152 template resolution in mm.
+    pca_components
+        Components of the PCA baseline.
+    with_ae
+        Train and evaluate the plain autoencoder baseline (the slowest baseline).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if train_model:
+        from oncostruct_reconstruction.model.training import PRESETS
+
+        size = PRESETS[preset].network.size
+        model_path = None
+    else:
+        model_path = model or DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / "1" / ONNX_FILE
+        size = OnnxAnomalyModel(model_path).size
+    slices = slice_set([mni152_volume(resolution)], size)
+    train_index, heldout_index = block_split(slices.position)
+    train, heldout = slices.take(train_index), slices.take(heldout_index)
+    data = test_set(heldout, seed)
+    if model_path is None:
+        model_path = train_onnx("vae", preset, seed, train, heldout, out)
+    vae = OnnxAnomalyModel(model_path)
+    config = DissimilarityConfig(**vae.metadata.get("dissimilarity", {}))
+    networks = [("vae", vae)]
+    if with_ae:
+        networks.append(("ae", OnnxAnomalyModel(train_onnx("ae", preset, seed, train, heldout, out))))
+
+    results: dict[str, MethodResult] = {}
+    for name, network in networks:
+        maps, recon = network.run(data.images)
+        results[name] = evaluate(maps, data, recon)
+    pca = pca_reconstruct(train.images, data.images, pca_components)
+    results["pca"] = evaluate(dissimilarity_map(data.images, pca, config), data, pca)
+    mean, std = train.images.mean(axis=0), train.images.std(axis=0)
+    zscore = np.abs(data.images - mean) / np.maximum(std, 0.05)
+    results["zscore"] = evaluate(gaussian_blur(zscore, config.smooth_sigma, config.smooth_radius), data)
+    results["threshold"] = evaluate(gaussian_blur(data.images, config.smooth_sigma, config.smooth_radius), data)
+
+    text = table(results)
+    (out / "table.md").write_text(text + "\n")
+    figure(data, results["vae"], out / "figure.png")
+    summary = {
+        "preset": preset,
+        "seed": seed,
+        "model": str(model_path),
+        "size": size,
+        "training_slices": len(train),
+        "test_slices": len(data.kinds),
+        "seconds": round(time.perf_counter() - started, 1),
+        "methods": {
+            name: {"overall": r.overall.as_dict(), "by_kind": {k: m.as_dict() for k, m in r.by_kind.items()}}
+            for name, r in results.items()
+        },
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return results
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark and print its table."""
+    parser = argparse.ArgumentParser(prog="python -m bench reconstruction")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/reconstruction"))
+    parser.add_argument("--preset", default="cpu", help="training preset of the AE baseline (and --train)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", type=Path, help="model.onnx to evaluate (default: the shipped one)")
+    parser.add_argument("--train", action="store_true", help="train the VAE here instead of loading it")
+    parser.add_argument("--no-ae", action="store_true", help="leave out the plain-autoencoder baseline (slow)")
+    args = parser.parse_args([arg for arg in argv if arg != "reconstruction"])
+    results = run_benchmark(args.out, args.preset, args.seed, args.model, args.train, with_ae=not args.no_ae)
+    print(table(results))
+    print(f"\nfigure, table and results.json in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

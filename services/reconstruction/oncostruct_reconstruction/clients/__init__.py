@@ -1,0 +1,1 @@
+"""Calls to upstreams of the reconstruction service (Triton; imaging and annotations later)."""

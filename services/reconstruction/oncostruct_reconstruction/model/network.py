@@ -1,0 +1,188 @@
+"""The reconstruction networks and the served graph (torch; only training and export import this).
+
+A 2D slice-wise residual encoder/decoder in the spirit of Kobayashi et al.
+(2020): a variational autoencoder trained on normal slices with SSIM + L2
+reconstruction loss, so that its reconstruction of any input is the nearest
+normal image it knows. The plain autoencoder (no sampling, no KL term) is
+the baseline the benchmark compares it with.
+
+:class:`AnomalyGraph` is what gets exported to ONNX and served: it returns
+the reconstruction and the anomaly map computed in the graph, so only the
+map (and the reconstruction) travel back from Triton.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, cast
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from .scoring import SSIM_C1, SSIM_C2, DissimilarityConfig, gaussian_kernel
+
+ModelKind = Literal["vae", "ae"]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Shape of a reconstruction network.
+
+    Attributes
+    ----------
+    kind
+        ``"vae"`` (variational) or ``"ae"`` (plain autoencoder baseline).
+    size
+        In-plane input size (a multiple of ``2 ** levels``).
+    base_channels
+        Channels of the first level; doubled at each level, capped at 8×.
+    levels
+        Downsampling steps; the latent grid is ``size / 2 ** levels`` square.
+    latent_channels
+        Channels of the latent grid (the bottleneck's width).
+    """
+
+    kind: ModelKind = "vae"
+    size: int = 128
+    base_channels: int = 16
+    levels: int = 3
+    latent_channels: int = 8
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON-able values."""
+        return asdict(self)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3×3 convolutions with batch norm and a skip connection."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.act(x + self.body(x))
+        return out
+
+
+def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.LeakyReLU(0.2),
+    )
+
+
+class ReconstructionNet(nn.Module):
+    """Residual encoder/decoder with a spatial latent grid; variational or plain."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        if config.size % (2**config.levels):
+            raise ValueError(f"size {config.size} is not a multiple of 2**levels = {2**config.levels}")
+        self.config = config
+        widths = [config.base_channels * min(2**level, 8) for level in range(config.levels + 1)]
+        encoder: list[nn.Module] = [_conv(1, widths[0]), ResidualBlock(widths[0])]
+        for level in range(config.levels):
+            encoder += [_conv(widths[level], widths[level + 1], stride=2), ResidualBlock(widths[level + 1])]
+        self.encoder = nn.Sequential(*encoder)
+        out_latent = config.latent_channels * (2 if config.kind == "vae" else 1)
+        self.to_latent = nn.Conv2d(widths[-1], out_latent, 1)
+        self.from_latent = nn.Sequential(nn.Conv2d(config.latent_channels, widths[-1], 1), nn.LeakyReLU(0.2))
+        decoder: list[nn.Module] = []
+        for level in reversed(range(config.levels)):
+            decoder += [
+                nn.Upsample(scale_factor=2.0, mode="nearest"),
+                _conv(widths[level + 1], widths[level]),
+                ResidualBlock(widths[level]),
+            ]
+        decoder += [nn.Conv2d(widths[0], 1, 3, padding=1)]
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Latent mean (and log-variance for the VAE)."""
+        latent = self.to_latent(self.encoder(image))
+        if self.config.kind == "vae":
+            mean, log_var = latent.chunk(2, dim=1)
+            return mean, log_var.clamp(-10.0, 10.0)
+        return latent, None
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Image in [0, 1] from a latent grid."""
+        return torch.sigmoid(self.decoder(self.from_latent(latent)))
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Reconstruction (sampled in training for the VAE), latent mean, latent log-variance."""
+        mean, log_var = self.encode(image)
+        latent = mean
+        if self.training and log_var is not None:
+            latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        return self.decode(latent), mean, log_var
+
+    def reconstruct(self, image: Tensor) -> Tensor:
+        """Deterministic reconstruction (the latent mean): the nearest normal image."""
+        mean, _ = self.encode(image)
+        return self.decode(mean)
+
+
+class Dissimilarity(nn.Module):
+    """The anomaly map of :func:`oncostruct_reconstruction.model.scoring.dissimilarity_map`, in torch."""
+
+    def __init__(self, config: DissimilarityConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("ssim_kernel", torch.from_numpy(gaussian_kernel(config.ssim_sigma, config.ssim_radius)))
+        self.register_buffer(
+            "smooth_kernel", torch.from_numpy(gaussian_kernel(config.smooth_sigma, config.smooth_radius))
+        )
+
+    @staticmethod
+    def _blur(x: Tensor, kernel: Tensor) -> Tensor:
+        radius = kernel.numel() // 2
+        x = F.conv2d(x, kernel.view(1, 1, 1, -1), padding=(0, radius))
+        return F.conv2d(x, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+
+    def ssim(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-pixel SSIM of ``(n, 1, h, w)`` images."""
+        kernel = cast(Tensor, self.ssim_kernel)
+        mu_x, mu_y = self._blur(x, kernel), self._blur(y, kernel)
+        var_x = self._blur(x * x, kernel) - mu_x * mu_x
+        var_y = self._blur(y * y, kernel) - mu_y * mu_y
+        cov = self._blur(x * y, kernel) - mu_x * mu_y
+        numerator = (2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)
+        denominator = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (var_x + var_y + SSIM_C2)
+        return numerator / denominator
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """The smoothed anomaly map of ``x`` against its reconstruction ``y``."""
+        structural = (1.0 - self.ssim(x, y)) / 2.0
+        combined = self.config.ssim_weight * structural + self.config.l1_weight * (x - y).abs()
+        smooth_kernel = cast(Tensor, self.smooth_kernel)
+        return torch.clamp(self._blur(combined, smooth_kernel), min=0.0)
+
+
+class AnomalyGraph(nn.Module):
+    """The served graph: ``image`` → (``anomaly_map``, ``reconstruction``)."""
+
+    def __init__(self, net: ReconstructionNet, dissimilarity: DissimilarityConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.dissimilarity = Dissimilarity(dissimilarity)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Anomaly map and reconstruction of a ``(n, 1, size, size)`` batch in [0, 1]."""
+        reconstruction = self.net.reconstruct(image)
+        return self.dissimilarity(image, reconstruction), reconstruction
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,289 @@
+"""Training the reconstruction network on normal slices (torch; the ``[train]`` extra).
+
+Fixed seeds, on-the-fly augmentation (small affine transforms, left-right
+flips, intensity gamma and gain), SSIM + L2 reconstruction loss plus the KL
+term for the VAE, a checkpoint after every epoch and a JSON-lines metrics log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+from .data import SliceSet
+from .network import Dissimilarity, NetworkConfig, ReconstructionNet
+from .scoring import DissimilarityConfig
+
+log = logging.getLogger("oncostruct.reconstruction.training")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes
+    ----------
+    epochs, steps_per_epoch, batch_size
+        Length of training (an epoch is a fixed number of sampled batches:
+        the slice set is small, augmentation makes every batch new).
+    learning_rate
+        Adam's initial rate (cosine decay to 5 % of it).
+    ssim_weight, kl_weight
+        Weights of ``1 − SSIM`` and of the KL term (per latent element, over
+        pixels) beside the mean squared error.
+    augment
+        Apply augmentation to training batches.
+    denoise
+        Standard deviation of the coarse noise added to inputs (0: off); the
+        target stays the clean slice, so the network learns to replace what
+        is unlike normal anatomy instead of copying it (Kascenas et al. 2022).
+    seed
+        Seeds python, numpy and torch.
+    device
+        ``"cpu"`` or ``"cuda"``.
+    threads
+        Torch CPU threads (the development machine has two cores, shared).
+    """
+
+    epochs: int = 20
+    steps_per_epoch: int = 40
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    ssim_weight: float = 1.0
+    kl_weight: float = 0.005
+    augment: bool = True
+    denoise: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 2
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    dissimilarity: DissimilarityConfig = field(default_factory=DissimilarityConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON-able values."""
+        return asdict(self)
+
+
+#: Named configurations: ``ci`` for tests, ``cpu`` for the shipped model, ``gpu`` for the full size.
+PRESETS: dict[str, TrainConfig] = {
+    "ci": TrainConfig(
+        epochs=10, steps_per_epoch=25, batch_size=16, kl_weight=0.005, denoise=0.2,
+        network=NetworkConfig(size=64, base_channels=8, levels=2, latent_channels=8),
+        dissimilarity=DissimilarityConfig(ssim_radius=3, smooth_sigma=1.0, smooth_radius=3),
+    ),
+    "cpu": TrainConfig(
+        epochs=20, steps_per_epoch=40, batch_size=16, kl_weight=0.005, denoise=0.2,
+        network=NetworkConfig(size=128, base_channels=16, levels=3, latent_channels=8),
+    ),
+    "gpu": TrainConfig(
+        epochs=40, steps_per_epoch=100, batch_size=64, kl_weight=0.005, denoise=0.2, device="cuda",
+        network=NetworkConfig(size=256, base_channels=32, levels=4, latent_channels=16),
+        dissimilarity=DissimilarityConfig(smooth_sigma=2.0, smooth_radius=6),
+    ),
+}  # fmt: skip
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch generator for the augmentation."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
+    """Random small affine transform, left-right flip and intensity change of a ``(n, 1, h, w)`` batch.
+
+    The ranges are what differs between patients and scanners after
+    preprocessing (head position, size, contrast), not what differs between
+    normal and abnormal: a lesion must stay unlike anything augmented.
+    """
+    n = batch.shape[0]
+
+    def uniform(low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator)
+
+    angle = uniform(-math.pi / 18, math.pi / 18)
+    scale = uniform(0.9, 1.1)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    shift = torch.stack([uniform(-0.05, 0.05), uniform(-0.05, 0.05)], dim=1)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, shift[:, 0]], dim=1), torch.stack([sin * flip, cos, shift[:, 1]], dim=1)], dim=1
+    ).to(batch)
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    moved = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    gamma = uniform(0.8, 1.25).to(batch).view(n, 1, 1, 1)
+    gain = uniform(0.9, 1.1).to(batch).view(n, 1, 1, 1)
+    return torch.clamp(moved.clamp(min=0.0) ** gamma * gain, 0.0, 1.0)
+
+
+def corrupt(batch: Tensor, generator: torch.Generator, strength: float, cells: int = 16) -> Tensor:
+    """Add coarse (low-resolution, upsampled) Gaussian noise inside the foreground of a batch."""
+    n, _, height, width = batch.shape
+    noise = torch.randn(n, 1, cells, cells, generator=generator).to(batch) * strength
+    noise = F.interpolate(noise, size=(height, width), mode="bilinear", align_corners=False)
+    # A random sub-region only, so that the network also sees clean tissue next to changed tissue.
+    keep = F.interpolate(
+        (torch.rand(n, 1, 4, 4, generator=generator) < 0.5).to(batch), size=(height, width), mode="nearest"
+    )
+    return torch.clamp(batch + noise * keep * (batch > 0.01), 0.0, 1.0)
+
+
+def reconstruction_loss(
+    net: ReconstructionNet, ssim: Dissimilarity, batch: Tensor, config: TrainConfig, inputs: Tensor | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """SSIM + L2 loss (+ KL for the VAE) of reconstructing ``batch`` from ``inputs`` (default: itself)."""
+    reconstruction, mean, log_var = net(batch if inputs is None else inputs)
+    mse = F.mse_loss(reconstruction, batch)
+    structural = 1.0 - ssim.ssim(batch, reconstruction).mean()
+    loss = mse + config.ssim_weight * structural
+    parts = {"mse": float(mse.detach()), "ssim": float(1.0 - structural.detach())}
+    if log_var is not None:
+        pixels = batch.shape[-1] * batch.shape[-2]
+        kl = 0.5 * torch.sum(mean.pow(2) + log_var.exp() - 1.0 - log_var) / (batch.shape[0] * pixels)
+        loss = loss + config.kl_weight * kl
+        parts["kl"] = float(kl.detach())
+    parts["loss"] = float(loss.detach())
+    return loss, parts
+
+
+def train(
+    config: TrainConfig,
+    train_set: SliceSet,
+    validation_set: SliceSet | None,
+    out: Path,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> ReconstructionNet:
+    """Train a network on normal slices; checkpoint and log every epoch under ``out``.
+
+    Parameters
+    ----------
+    config
+        Training and network configuration.
+    train_set, validation_set
+        Normal slices (validation: held-out, not augmented).
+    out
+        Folder for ``checkpoint.pt`` and ``metrics.jsonl``.
+    resume
+        Continue from ``out/checkpoint.pt`` if it exists.
+    on_epoch
+        Called with each epoch's log record.
+
+    Returns
+    -------
+    ReconstructionNet
+        The trained network, in eval mode, on the CPU.
+    """
+    if train_set.images.shape[-1] != config.network.size:
+        raise ValueError(f"slices are {train_set.images.shape[-1]} px, the network takes {config.network.size}")
+    torch.set_num_threads(config.threads)
+    generator = seed_everything(config.seed)
+    device = torch.device(config.device)
+    net = ReconstructionNet(config.network).to(device)
+    ssim = Dissimilarity(config.dissimilarity).to(device)
+    total_steps = config.epochs * config.steps_per_epoch
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / CHECKPOINT_NAME
+    start_epoch = 0
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        start_epoch = int(state["epoch"])
+    images = torch.from_numpy(train_set.images).to(device)
+    held_out = torch.from_numpy(validation_set.images).to(device) if validation_set is not None else None
+    with (out / METRICS_NAME).open("a") as metrics_log:
+        for epoch in range(start_epoch, config.epochs):
+            net.train()
+            started = time.perf_counter()
+            sums: dict[str, float] = {}
+            for _ in range(config.steps_per_epoch):
+                index = torch.randint(len(images), (config.batch_size,), generator=generator)
+                batch = images[index.to(device)]
+                if config.augment:
+                    batch = augment(batch, generator)
+                inputs = corrupt(batch, generator, config.denoise) if config.denoise > 0 else None
+                loss, parts = reconstruction_loss(net, ssim, batch, config, inputs)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimiser.step()
+                schedule.step()
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0.0) + value / config.steps_per_epoch
+            record: dict[str, float] = {"epoch": epoch + 1, **sums, "seconds": time.perf_counter() - started}
+            if held_out is not None:
+                record.update(validate(net, ssim, held_out, config))
+            metrics_log.write(json.dumps(record) + "\n")
+            metrics_log.flush()
+            torch.save(
+                {
+                    "model": net.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "generator": generator.get_state(),
+                    "epoch": epoch + 1,
+                    "config": config.as_dict(),
+                },
+                checkpoint_path,
+            )
+            log.info("epoch %d: %s", epoch + 1, record)
+            if on_epoch is not None:
+                on_epoch(record)
+    return net.cpu().eval()
+
+
+@torch.no_grad()
+def validate(net: ReconstructionNet, ssim: Dissimilarity, images: Tensor, config: TrainConfig) -> dict[str, float]:
+    """Mean squared error and SSIM of deterministic reconstructions of held-out slices."""
+    was_training = net.training
+    net.eval()
+    mse, similarity = 0.0, 0.0
+    for start in range(0, len(images), config.batch_size):
+        batch = images[start : start + config.batch_size]
+        reconstruction = net.reconstruct(batch)
+        mse += float(F.mse_loss(reconstruction, batch, reduction="sum")) / batch[0].numel()
+        similarity += float(ssim.ssim(batch, reconstruction).mean(dim=(1, 2, 3)).sum())
+    net.train(was_training)
+    return {"val_mse": mse / len(images), "val_ssim": similarity / len(images)}
+
+
+def load_checkpoint(path: Path) -> tuple[ReconstructionNet, TrainConfig]:
+    """The network (eval mode, CPU) and configuration saved in a checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    config = config_from_dict(state["config"])
+    net = ReconstructionNet(config.network)
+    net.load_state_dict(state["model"])
+    return net.eval(), config
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from :meth:`TrainConfig.as_dict` output."""
+    plain = dict(values)
+    network = NetworkConfig(**plain.pop("network"))
+    dissimilarity = DissimilarityConfig(**plain.pop("dissimilarity"))
+    return TrainConfig(**plain, network=network, dissimilarity=dissimilarity)

@@ -1,0 +1,143 @@
+"""``python -m oncostruct_reconstruction.train``: train the nearest-normal model and export it to the model repository.
+
+Needs the ``[train]`` extra (torch). Reads normal series from a folder of
+NIfTI files and DICOM series (``--data``), or the MNI152 template that
+nilearn ships (``--mni152``, offline). Held-out blocks of slices stay out of
+training (the benchmark evaluates on them). Writes ``checkpoint.pt``,
+``metrics.jsonl``, ``model.onnx`` and ``training_record.json`` under
+``--out``, and with ``--repository`` a Triton model version.
+
+Example (the shipped model)::
+
+    python -m oncostruct_reconstruction.train --mni152 --preset cpu --seed 0 \\
+        --out .local/train/nearest_normal --repository services/reconstruction/model_repository
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .model.data import block_split, slice_set
+from .model.repository import DEFAULT_MODEL_NAME, ServingConfig, write_model_repository
+from .model.volumes import Volume, folder_volumes, mni152_volume
+
+log = logging.getLogger("oncostruct.reconstruction.train")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m oncostruct_reconstruction.train", description=__doc__.split("\n\n")[0]
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="folder of normal series (NIfTI files, DICOM MR/CT series)")
+    source.add_argument("--mni152", action="store_true", help="the MNI152 2009 template bundled with nilearn (offline)")
+    parser.add_argument("--mni152-resolution", type=int, default=1, choices=(1, 2), help="template voxel size in mm")
+    parser.add_argument("--nifti-modality", default="MR", choices=("MR", "CT"), help="modality of NIfTI files")
+    parser.add_argument("--preset", default="cpu", help="ci, cpu or gpu (see model.training.PRESETS)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint, metrics log and export")
+    parser.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
+    parser.add_argument("--kind", choices=("vae", "ae"), help="variational (default) or plain autoencoder")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--kl-weight", type=float)
+    parser.add_argument("--device", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--all-slices", action="store_true", help="train on held-out blocks too (no benchmark split)")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    parser.add_argument("--repository", type=Path, help="write the ONNX model into this Triton model repository")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="model name in the repository")
+    parser.add_argument("--model-version", type=int, default=1, help="model version in the repository")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, export and record; returns the exit status."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # torch is imported here, not at module level: `--help` works without the [train] extra.
+    import torch
+
+    from .model.export import export_onnx
+    from .model.network import parameter_count
+    from .model.training import PRESETS, train
+
+    if args.preset not in PRESETS:
+        print(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    config = PRESETS[args.preset]
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "seed",
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "learning_rate",
+            "kl_weight",
+            "device",
+            "threads",
+        )
+        if getattr(args, key) is not None
+    }
+    if args.no_augment:
+        overrides["augment"] = False
+    network = dataclasses.replace(config.network, kind=args.kind) if args.kind else config.network
+    config = dataclasses.replace(config, network=network, **overrides)
+
+    volumes: list[Volume] = (
+        [mni152_volume(args.mni152_resolution)] if args.mni152 else list(folder_volumes(args.data, args.nifti_modality))
+    )
+    if not volumes:
+        print(f"no NIfTI files or DICOM MR/CT series under {args.data}", file=sys.stderr)
+        return 2
+    slices = slice_set(volumes, config.network.size)
+    train_index, heldout_index = block_split(slices.position)
+    if args.all_slices:
+        train_index = np.arange(len(slices))
+    train_set, heldout_set = slices.take(train_index), slices.take(heldout_index)
+    log.info("%d volumes, %d training and %d held-out slices", len(volumes), len(train_set), len(heldout_set))
+
+    started = time.perf_counter()
+    net = train(config, train_set, heldout_set if len(heldout_set) else None, args.out, resume=args.resume)
+    seconds = time.perf_counter() - started
+    metrics = [json.loads(line) for line in (args.out / "metrics.jsonl").read_text().splitlines() if line]
+    record = {
+        "command": "python -m oncostruct_reconstruction.train " + " ".join(sys.argv[1:] if argv is None else argv),
+        "seed": config.seed,
+        "config": config.as_dict(),
+        "sources": [volume.source for volume in volumes],
+        "training_slices": len(train_set),
+        "heldout_slices": len(heldout_set),
+        "parameters": parameter_count(net),
+        "training_seconds": round(seconds, 1),
+        "final_epoch": metrics[-1] if metrics else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    onnx_path = export_onnx(net, config.dissimilarity, args.out / "model.onnx", metadata={"training": record})
+    (args.out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    if args.repository is not None:
+        serving = ServingConfig(name=args.model_name, size=config.network.size)
+        model_dir = write_model_repository(args.repository, onnx_path, serving, version=args.model_version)
+        (model_dir / str(args.model_version) / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
+        log.info("exported to %s", model_dir)
+    log.info("trained in %.0f s; %s", seconds, record["final_epoch"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The networks, the served graph, ONNX export against PyTorch, and the model repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from oncostruct_reconstruction.model.export import export_onnx
+from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
+from oncostruct_reconstruction.model.network import AnomalyGraph, Dissimilarity, NetworkConfig, ReconstructionNet
+from oncostruct_reconstruction.model.repository import (
+    CONFIG_FILE,
+    INPUT_NAME,
+    MAP_NAME,
+    RECONSTRUCTION_NAME,
+    ServingConfig,
+    write_model_repository,
+)
+from oncostruct_reconstruction.model.scoring import DissimilarityConfig, dissimilarity_map
+
+CONFIG = NetworkConfig(size=32, base_channels=4, levels=2, latent_channels=4)
+DISSIMILARITY = DissimilarityConfig(ssim_radius=3, smooth_sigma=1.0, smooth_radius=3)
+
+
+@pytest.fixture(scope="module")
+def net() -> ReconstructionNet:
+    torch.manual_seed(0)
+    model = ReconstructionNet(CONFIG)
+    with torch.no_grad():  # non-trivial batch-norm statistics, as after training
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_network_shapes_and_range(kind: str) -> None:
+    model = ReconstructionNet(NetworkConfig(kind=kind, size=32, base_channels=4, levels=2, latent_channels=4))  # type: ignore[arg-type]
+    reconstruction, mean, log_var = model(torch.rand(3, 1, 32, 32))
+    assert reconstruction.shape == (3, 1, 32, 32)
+    assert mean.shape == (3, 4, 8, 8)
+    assert (log_var is None) == (kind == "ae")
+    assert float(reconstruction.detach().min()) >= 0.0
+    assert float(reconstruction.detach().max()) <= 1.0
+
+
+def test_size_must_fit_the_levels() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        ReconstructionNet(NetworkConfig(size=30, levels=2))
+
+
+def test_torch_map_equals_numpy_map() -> None:
+    rng = np.random.default_rng(4)
+    image = rng.random((3, 1, 32, 32), dtype=np.float32)
+    reconstruction = np.clip(image + rng.normal(0, 0.1, image.shape).astype(np.float32), 0, 1)
+    expected = dissimilarity_map(image, reconstruction, DISSIMILARITY)
+    got = Dissimilarity(DISSIMILARITY)(torch.from_numpy(image), torch.from_numpy(reconstruction)).numpy()
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_onnx_matches_pytorch_at_any_batch_size(net: ReconstructionNet, tmp_path: Path) -> None:
+    path = export_onnx(net, DISSIMILARITY, tmp_path / "model.onnx", metadata={"seed": 0})
+    model = onnx.load(path)
+    assert [i.name for i in model.graph.input] == [INPUT_NAME]
+    assert [o.name for o in model.graph.output] == [MAP_NAME, RECONSTRUCTION_NAME]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    session = OnnxAnomalyModel(path)
+    assert session.metadata["network"]["size"] == 32
+    assert session.metadata["seed"] == 0
+    graph = AnomalyGraph(net, DISSIMILARITY).eval()
+    for batch in (1, 5):
+        images = torch.rand(batch, 1, 32, 32)
+        with torch.no_grad():
+            expected_map, expected_reconstruction = graph(images)
+        got_map, got_reconstruction = session.run(images.numpy(), batch_size=batch)
+        assert np.abs(got_reconstruction - expected_reconstruction.numpy()).max() < 1e-5
+        assert np.abs(got_map - expected_map.numpy()).max() < 1e-5
+
+
+def test_model_repository_layout(tmp_path: Path) -> None:
+    onnx_file = tmp_path / "exported.onnx"
+    onnx_file.write_bytes(b"onnx")
+    folder = write_model_repository(
+        tmp_path / "repo", onnx_file, ServingConfig(name="m", size=32, max_batch_size=16), 3
+    )
+    assert (folder / "3" / "model.onnx").read_bytes() == b"onnx"
+    config = (folder / CONFIG_FILE).read_text()
+    assert 'name: "m"' in config
+    assert "max_batch_size: 16" in config
+    assert "dims: [ 1, 32, 32 ]" in config
+    assert "preferred_batch_size: [ 16 ]" in config  # 32 is above max_batch_size: dropped
+    assert "KIND_GPU" in config
+    assert 'backend: "onnxruntime"' in config

@@ -1,0 +1,77 @@
+"""Preprocessing: CT windows, MR normalisation, foreground masks, resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oncostruct_reconstruction.model.preprocess import (
+    foreground_mask,
+    normalise_mr,
+    pad_to_square,
+    prepare_series,
+    resample_slices,
+    window_ct,
+)
+
+
+@pytest.mark.parametrize(
+    ("hu", "expected"), [(-1000.0, 0.0), (0.0, 0.0), (40.0, 0.5), (80.0, 1.0), (3000.0, 1.0), (20.0, 0.25)]
+)
+def test_brain_window_maps_hounsfield_units(hu: float, expected: float) -> None:
+    assert window_ct(np.array([hu]), centre=40, width=80)[0] == pytest.approx(expected)
+
+
+def test_window_width_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="width"):
+        window_ct(np.zeros(3), centre=40, width=0)
+
+
+def test_mr_normalisation_uses_foreground_percentiles() -> None:
+    rng = np.random.default_rng(0)
+    volume = np.zeros((4, 32, 32), np.float32)
+    volume[:, 8:24, 8:24] = rng.uniform(100, 200, size=(4, 16, 16))
+    volume[0, 10, 10] = 10_000  # one hot voxel must not squash the contrast
+    scaled = normalise_mr(volume)
+    inside = scaled[:, 8:24, 8:24]
+    assert scaled.min() == 0.0
+    assert scaled.max() == 1.0
+    assert 0.4 < float(np.median(inside)) < 0.6
+    assert scaled[1, 0, 0] == 0.0
+
+
+def test_foreground_mask_fills_holes_and_drops_specks() -> None:
+    image = np.zeros((64, 64), np.float32)
+    image[10:50, 10:50] = 0.8
+    image[25:35, 25:35] = 0.05  # dark ventricle inside the head
+    image[2, 60] = 0.9  # a speck of noise outside
+    mask = foreground_mask(image)
+    assert mask[30, 30]
+    assert mask[12, 12]
+    assert not mask[2, 60]
+    assert not mask[5, 5]
+
+
+def test_pad_and_resample_keep_aspect_ratio() -> None:
+    stack = np.ones((2, 20, 40), np.float32)
+    assert pad_to_square(stack).shape == (2, 40, 40)
+    resampled = resample_slices(stack, 16)
+    assert resampled.shape == (2, 16, 16)
+    # A 20×40 slab padded to 40×40 fills the middle half of the rows.
+    assert resampled[0, 8, 8] == pytest.approx(1.0)
+    assert resampled[0, 1, 8] == pytest.approx(0.0)
+
+
+def test_prepare_ct_series_windows_and_masks() -> None:
+    volume = np.full((3, 48, 48), -1000.0, np.float32)  # air
+    volume[:, 8:40, 8:40] = 40.0  # brain tissue at the window centre
+    prepared = prepare_series(volume, "CT", 32)
+    assert prepared.slices.shape == (3, 1, 32, 32)
+    assert prepared.masks.shape == (3, 32, 32)
+    assert prepared.slices[:, 0][prepared.masks].mean() == pytest.approx(0.5, abs=0.05)
+    assert prepared.slices[:, 0][~prepared.masks].max() == 0.0
+
+
+def test_prepare_rejects_unsupported_modality() -> None:
+    with pytest.raises(ValueError, match="unsupported modality"):
+        prepare_series(np.zeros((2, 8, 8)), "PT", 8)  # type: ignore[arg-type]

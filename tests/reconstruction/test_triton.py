@@ -1,0 +1,116 @@
+"""The shipped model on a real local tritonserver, reached through the client layer (tritonclient HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+
+from oncostruct_reconstruction.clients.triton import TritonModelClient
+from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
+from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, DEFAULT_REPOSITORY, ONNX_FILE
+from oncostruct_reconstruction.triton_local import LocalTriton, bundled_backends, free_port
+from oncostruct_shared.errors import Invalid, UpstreamError, UpstreamUnavailable
+
+SHIPPED = DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / "1" / ONNX_FILE
+
+
+def test_bundled_triton_has_the_python_backend() -> None:
+    assert "python" in bundled_backends()
+
+
+async def test_server_and_model_version_are_checked(triton: LocalTriton) -> None:
+    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "1")
+    try:
+        info = await client.check_ready()
+    finally:
+        await client.close()
+    assert info.version == "1"
+    assert info.size == OnnxAnomalyModel(SHIPPED).size
+    assert info.max_batch_size >= 16
+
+
+async def test_slices_are_batched_and_match_onnx_runtime(triton: LocalTriton) -> None:
+    reference = OnnxAnomalyModel(SHIPPED)
+    images = np.random.default_rng(5).random((37, 1, reference.size, reference.size), dtype=np.float32)
+    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "1", batch_size=16, concurrency=3)
+    try:
+        output = await client.infer(images, reconstructions=True)
+    finally:
+        await client.close()
+    expected_map, expected_reconstruction = reference.run(images)
+    assert output.maps.shape == (37, 1, reference.size, reference.size)
+    assert np.abs(output.maps - expected_map).max() < 1e-5
+    assert np.abs(output.reconstructions - expected_reconstruction).max() < 1e-5
+
+
+async def test_unknown_model_version_is_unavailable(triton: LocalTriton) -> None:
+    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "99")
+    try:
+        with pytest.raises(UpstreamUnavailable, match="version 99"):
+            await client.check_ready()
+    finally:
+        await client.close()
+
+
+async def test_wrong_slice_size_is_refused_before_sending(triton: LocalTriton) -> None:
+    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "1")
+    try:
+        with pytest.raises(Invalid, match="slices must be"):
+            await client.infer(np.zeros((2, 1, 8, 8), np.float32))
+    finally:
+        await client.close()
+
+
+def test_bad_request_is_answered_per_request_and_server_keeps_serving(triton: LocalTriton) -> None:
+    size = OnnxAnomalyModel(SHIPPED).size
+    client = triton_http.InferenceServerClient(triton.url)
+    bad = triton_http.InferInput("image", [1, 1, size, size], "FP32")
+    bad.set_data_from_numpy(np.full((1, 1, size, size), np.nan, np.float32))
+    with pytest.raises(Exception, match="NaN"):
+        client.infer(DEFAULT_MODEL_NAME, [bad])
+    good = triton_http.InferInput("image", [2, 1, size, size], "FP32")
+    good.set_data_from_numpy(np.zeros((2, 1, size, size), np.float32))
+    assert client.infer(DEFAULT_MODEL_NAME, [good]).as_numpy("anomaly_map").shape == (2, 1, size, size)
+    client.close()
+
+
+async def test_triton_error_becomes_upstream_error(triton: LocalTriton) -> None:
+    client = TritonModelClient(triton.url, "no_such_model", "")
+    try:
+        with pytest.raises((UpstreamError, UpstreamUnavailable)):
+            await client.check_ready()
+        # The model is named in a request Triton answers with an error status.
+        with pytest.raises(UpstreamError, match="Triton refused"):
+            await client._call("model metadata", lambda: client._client.get_model_metadata("no_such_model"))
+    finally:
+        await client.close()
+
+
+async def test_unreachable_triton_is_unavailable() -> None:
+    client = TritonModelClient(f"127.0.0.1:{free_port()}", DEFAULT_MODEL_NAME, "1", timeout_s=5)
+    try:
+        with pytest.raises(UpstreamUnavailable, match="cannot be reached"):
+            await client.check_ready()
+    finally:
+        await client.close()
+
+
+async def test_slow_triton_times_out_as_unavailable() -> None:
+    # A listener that accepts connections but never answers: the client must give up at its timeout.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):  # read the request, never answer; ends when the client hangs up
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = TritonModelClient(f"127.0.0.1:{port}", DEFAULT_MODEL_NAME, "1", timeout_s=0.5)
+    try:
+        with pytest.raises(UpstreamUnavailable, match="did not answer"):
+            await client.check_ready()
+    finally:
+        await client.close()
+        server.close()
