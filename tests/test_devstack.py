@@ -36,7 +36,7 @@ PROBES = {
 def _free_offset() -> int:
     """A port offset at which every port of the stack (services, issuer, PostgreSQL) is free."""
     for offset in range(1100 + os.getpid() % 50 * 10, 4000, 7):
-        ports = [port + offset for port in (*BASE_PORTS.values(), 8090, 55432)]
+        ports = [port + offset for port in (*BASE_PORTS.values(), 8090, 8000, 8001, 8002, 55432)]
         if all(_port_free(port) for port in ports):
             return offset
     raise RuntimeError("no free port range for the dev stack")
@@ -112,6 +112,9 @@ def test_make_run_serves_every_service_then_stops_everything(data_dir: Path) -> 
         elapsed = stack.wait_ready()
         assert elapsed < 90
         with httpx.Client(timeout=10) as http:
+            triton = f"http://127.0.0.1:{8000 + OFFSET}/v2"
+            assert http.get(f"{triton}/health/ready").status_code == 200
+            assert http.get(f"{triton}/models/nearest_normal/ready").status_code == 200
             for service, path in PROBES.items():
                 assert http.get(url(service) + "/readyz").status_code == 200
                 anonymous = http.get(url(service) + path)

@@ -50,7 +50,14 @@ PREFIXES = {
     "annotations": "/annotations/v1",
     "reconstruction": "/reconstruction/v1",
 }
-BASE_PORTS = {"issuer": 8090, "clinical": 8081, "imaging": 8082, "annotations": 8083, "reconstruction": 8084}
+BASE_PORTS = {
+    "issuer": 8090,
+    "triton": 8000,
+    "clinical": 8081,
+    "imaging": 8082,
+    "annotations": 8083,
+    "reconstruction": 8084,
+}
 POSTGRES_PORT = 55432
 
 
@@ -114,6 +121,7 @@ class Stack:
                 env[f"{prefix}IMAGING_URL"] = self.url("imaging") + PREFIXES["imaging"]
             if name == "reconstruction":
                 env[f"{prefix}ANNOTATIONS_URL"] = self.url("annotations") + PREFIXES["annotations"]
+                env[f"{prefix}TRITON_URL"] = f"127.0.0.1:{self.ports['triton']}"
         return env
 
     def components(self) -> list[Component]:
@@ -123,11 +131,26 @@ class Stack:
             ("uvicorn", "--factory", "oncostruct_shared.devissuer:create_app", "--no-access-log"),
             "/healthz",
         )
+        # The shipped model on a real tritonserver (nvidia-pytriton's), same tensor names as in clusters.
+        triton = Component(
+            "triton",
+            self.ports["triton"],
+            (
+                "oncostruct_reconstruction.triton_local",
+                "--workspace",
+                str(self.data_dir / "triton"),
+                "--grpc-port",
+                str(self.ports["triton"] + 1),
+                "--metrics-port",
+                str(self.ports["triton"] + 2),
+            ),
+            "/v2/health/ready",
+        )
         services = [
             Component(name, self.ports[name], (f"oncostruct_{name}", "serve"), "/readyz", PREFIXES[name])
             for name in SERVICES
         ]
-        return [issuer, *services]
+        return [issuer, triton, *services]
 
     def _spawn(self, component: Component, env: dict[str, str]) -> None:
         log = (self.logs / f"{component.name}.log").open("ab")
@@ -161,7 +184,8 @@ class Stack:
     def _check_ports_free(self) -> None:
         import socket
 
-        for name, port in [*self.ports.items(), ("postgres", self.postgres.port)]:
+        extra = [("triton gRPC", self.ports["triton"] + 1), ("triton metrics", self.ports["triton"] + 2)]
+        for name, port in [*self.ports.items(), *extra, ("postgres", self.postgres.port)]:
             if name == "postgres" and self.postgres.is_running():
                 continue
             with socket.socket() as probe:
@@ -178,11 +202,12 @@ class Stack:
         self.postgres.start()
         env = self.environment()
         components = self.components()
-        self._spawn(components[0], env)
-        self._wait_ready(components[:1], timeout_s)
-        for component in components[1:]:
+        for component in components[:2]:  # the issuer and Triton first: services reach them at start
             self._spawn(component, env)
-        self._wait_ready(components[1:], timeout_s)
+        self._wait_ready(components[:2], timeout_s)
+        for component in components[2:]:
+            self._spawn(component, env)
+        self._wait_ready(components[2:], timeout_s)
         self.pid_file.write_text(str(os.getpid()))
 
     def stop(self) -> None:
@@ -221,6 +246,7 @@ class Stack:
             base = self.url(name)
             lines.append(f"  {name:<15} {base}{PREFIXES[name]}   (OpenAPI: {base}{PREFIXES[name]}/docs)")
         lines.append(f"  {'token issuer':<15} {self.url('issuer')}")
+        lines.append(f"  {'triton':<15} {self.url('triton')}/v2   (model nearest_normal, KServe v2)")
         lines.append(f"  {'postgresql':<15} 127.0.0.1:{self.postgres.port} (data: {self.postgres.data_dir})")
         lines.append(f"  logs: {self.logs}")
         lines.append("")
