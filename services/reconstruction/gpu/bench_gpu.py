@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 # NHWC lets cuDNN pick tensor-core kernels without layout transposes between layers.
                 nhwc = AnomalyGraph(net, config.dissimilarity).to(device).eval().half()
-                nhwc = nhwc.to(memory_format=torch.channels_last)
+                nhwc = nhwc.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
                 compiled_nhwc = torch.compile(nhwc, dynamic=False)
                 check("compiled_fp16_nhwc", compiled_nhwc, torch.float16)
                 measure("torch.compile fp16 channels_last", compiled_nhwc, torch.float16)
