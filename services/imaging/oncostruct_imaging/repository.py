@@ -49,32 +49,30 @@ async def _upsert_patient(session: AsyncSession, parsed: ParsedInstance) -> int:
     return int((await session.execute(upsert)).scalar_one())
 
 
-async def _upsert_study(session: AsyncSession, parsed: ParsedInstance, patient_pk: int) -> int:
-    statement = insert(StudyRow).values(
-        study_instance_uid=parsed.study_instance_uid,
-        patient_pk=patient_pk,
-        attributes=parsed.study_attributes,
-        **parsed.study,
+async def _upsert_by_uid(session: AsyncSession, row: type[StudyRow] | type[SeriesRow], values: dict[str, Any]) -> int:
+    """Insert a study or series row, or touch the existing one; return its primary key.
+
+    The first instance sets the attributes; later ones only touch the timestamp (the row lock
+    this takes also serialises concurrent first instances of the same study or series).
+    """
+    uid_column = StudyRow.study_instance_uid if row is StudyRow else SeriesRow.series_instance_uid
+    upsert = (
+        insert(row)
+        .values(**values)
+        .on_conflict_do_update(index_elements=[uid_column], set_={"updated_at": func.now()})
+        .returning(row.pk)
     )
-    # The study's first instance sets its attributes; later ones only touch the timestamp
-    # (the lock this takes also serialises concurrent first instances of a study).
-    upsert = statement.on_conflict_do_update(
-        index_elements=[StudyRow.study_instance_uid], set_={"updated_at": func.now()}
-    ).returning(StudyRow.pk)
     return int((await session.execute(upsert)).scalar_one())
+
+
+async def _upsert_study(session: AsyncSession, parsed: ParsedInstance, patient_pk: int) -> int:
+    values = {"study_instance_uid": parsed.study_instance_uid, "patient_pk": patient_pk}
+    return await _upsert_by_uid(session, StudyRow, {**values, "attributes": parsed.study_attributes, **parsed.study})
 
 
 async def _upsert_series(session: AsyncSession, parsed: ParsedInstance, study_pk: int) -> int:
-    statement = insert(SeriesRow).values(
-        series_instance_uid=parsed.series_instance_uid,
-        study_pk=study_pk,
-        attributes=parsed.series_attributes,
-        **parsed.series,
-    )
-    upsert = statement.on_conflict_do_update(
-        index_elements=[SeriesRow.series_instance_uid], set_={"updated_at": func.now()}
-    ).returning(SeriesRow.pk)
-    return int((await session.execute(upsert)).scalar_one())
+    values = {"series_instance_uid": parsed.series_instance_uid, "study_pk": study_pk}
+    return await _upsert_by_uid(session, SeriesRow, {**values, "attributes": parsed.series_attributes, **parsed.series})
 
 
 def _instance_values(parsed: ParsedInstance, series_pk: int, key: str, size: int, sha256: str) -> dict[str, Any]:
