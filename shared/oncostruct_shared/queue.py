@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import procrastinate
+import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -102,3 +103,114 @@ async def running_worker(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class QueueService:
+    """The suite's queue for one service: opened once the database answers, then its worker runs.
+
+    A service must start (and report itself unready) while PostgreSQL is still coming up, so
+    the queue is opened in the background: wait for a connection, open procrastinate's pool,
+    create the schema, then run the worker on ``queues`` (if ``worker``) and ``extras`` beside it.
+    ``ready`` is set once jobs can be deferred; :meth:`check` is a ``/readyz`` check.
+
+    Parameters
+    ----------
+    app
+        The procrastinate app (:func:`create_queue_app`).
+    database_url
+        SQLAlchemy URL of the queue's database.
+    schema
+        The queue schema.
+    queues
+        Queues the worker takes jobs from.
+    worker
+        Run the worker in this process.
+    concurrency
+        Jobs the worker runs at once.
+    extras
+        Coroutines to run beside the worker once the queue is open (periodic maintenance).
+    retry_s
+        Wait between attempts to reach the database.
+    startup_wait_s
+        How long entering waits for the queue to open before the service starts unready.
+    """
+
+    def __init__(
+        self,
+        app: procrastinate.App,
+        database_url: str,
+        schema: str,
+        queues: Iterable[str],
+        *,
+        worker: bool = True,
+        concurrency: int = 1,
+        extras: Iterable[Callable[[], Awaitable[None]]] = (),
+        retry_s: float = 1.0,
+        startup_wait_s: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.conninfo = libpq_conninfo(database_url)
+        self.schema = schema
+        self.queues = list(queues)
+        self.worker = worker
+        self.concurrency = concurrency
+        self.extras = list(extras)
+        self.retry_s = retry_s
+        self.startup_wait_s = startup_wait_s
+        self.ready = asyncio.Event()
+        self._opened = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def _wait_for_database(self) -> None:
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=5)
+            except (psycopg.OperationalError, OSError):
+                log.warning("queue database not reachable yet; retrying")
+                await asyncio.sleep(self.retry_s)
+                continue
+            await connection.close()
+            return
+
+    async def _serve(self) -> None:
+        await self._wait_for_database()
+        await self.app.open_async()
+        self._opened = True
+        await ensure_queue_schema(self.app, self.schema)
+        self.ready.set()
+        runs = [extra() for extra in self.extras]
+        if self.worker:
+            runs.append(
+                self.app.run_worker_async(
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                    fetch_job_polling_interval=1.0,
+                    install_signal_handlers=False,
+                    shutdown_graceful_timeout=10,
+                )
+            )
+        if runs:
+            await asyncio.gather(*runs)
+
+    async def check(self) -> None:
+        """``/readyz``: fails until jobs can be deferred."""
+        if not self.ready.is_set():
+            raise RuntimeError("the job queue is not open yet")
+
+    async def __aenter__(self) -> QueueService:
+        self._task = asyncio.create_task(self._serve(), name="oncostruct-queue")
+        # A normal start waits until jobs can be deferred; with the database away it goes on unready.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.ready.wait()), self.startup_wait_s)
+        failure = self._task.exception() if self._task.done() else None
+        if failure is not None:
+            raise failure
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._opened:
+            await self.app.close_async()

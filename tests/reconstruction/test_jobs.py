@@ -24,9 +24,9 @@ def jobs(reconstruction_url: str, postgres: PostgresServer) -> list[str]:
         postgres.fetch(
             "test_reconstruction",
             "INSERT INTO reconstruction.job (id, status, study_instance_uid, series_instance_uid, model_name,"
-            " model_version, created_by, created_at) VALUES ($1, $2, '1.2.3', '1.2.3.4', 'nnr', '1', 'tester',"
-            " now() - make_interval(secs => $3))",
-            uuid.UUID(job_id), status, float(offset),
+            " model_version, created_by, created_at) VALUES ($1, $2, '1.2.3', $3, 'nnr', '1', 'tester',"
+            " now() - make_interval(secs => $4))",
+            uuid.UUID(job_id), status, f"1.2.3.{offset}", float(offset),
         )  # fmt: skip
     return ids
 

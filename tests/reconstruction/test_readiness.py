@@ -16,7 +16,7 @@ def test_readyz_reports_the_served_model(postgres: PostgresServer, service_setti
     settings = service_settings("reconstruction", database="recon_ready", triton_url=triton.url)
     with LiveServer(create_app(settings)) as server:
         body = httpx.get(server.url + "/readyz").json()
-    assert body == {"status": "ready", "checks": {"database": "ok", "triton": "ok"}}
+    assert body == {"status": "ready", "checks": {"database": "ok", "queue": "ok", "triton": "ok"}}
 
 
 def test_triton_away_is_reported_but_the_service_stays_ready(postgres: PostgresServer, service_settings: Any) -> None:

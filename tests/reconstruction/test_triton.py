@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
-from oncostruct_reconstruction.clients.triton import TritonModelClient
+from oncostruct_reconstruction.clients.triton import ModelUnknown, TritonModelClient, triton_model_client
 from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
 from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, DEFAULT_REPOSITORY, ONNX_FILE
 from oncostruct_reconstruction.triton_local import LocalTriton, bundled_backends, free_port
@@ -46,13 +46,24 @@ async def test_slices_are_batched_and_match_onnx_runtime(triton: LocalTriton) ->
     assert np.abs(output.reconstructions - expected_reconstruction).max() < 1e-5
 
 
-async def test_unknown_model_version_is_unavailable(triton: LocalTriton) -> None:
+async def test_unknown_model_version_is_a_permanent_error(triton: LocalTriton) -> None:
+    # Not "unavailable" (a job would wait for ever): the repository has no such version at all.
     client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "99")
     try:
-        with pytest.raises(UpstreamUnavailable, match="version 99"):
+        with pytest.raises(
+            ModelUnknown, match=r"version 99 is not in Triton's repository \(versions of nearest_normal: 1\)"
+        ):
             await client.check_ready()
     finally:
         await client.close()
+
+
+async def test_calibrated_threshold_travels_with_the_model_config(triton: LocalTriton) -> None:
+    async with triton_model_client(triton.url, DEFAULT_MODEL_NAME, "1") as client:
+        info = await client.check_ready()
+    config = (DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / "config.pbtxt").read_text()
+    assert info.threshold is not None
+    assert f'string_value: "{info.threshold:g}"' in config
 
 
 async def test_wrong_slice_size_is_refused_before_sending(triton: LocalTriton) -> None:
@@ -80,7 +91,7 @@ def test_bad_request_is_answered_per_request_and_server_keeps_serving(triton: Lo
 async def test_triton_error_becomes_upstream_error(triton: LocalTriton) -> None:
     client = TritonModelClient(triton.url, "no_such_model", "")
     try:
-        with pytest.raises((UpstreamError, UpstreamUnavailable)):
+        with pytest.raises(ModelUnknown, match="no_such_model is not in Triton's repository"):
             await client.check_ready()
         # The model is named in a request Triton answers with an error status.
         with pytest.raises(UpstreamError, match="Triton refused"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from oncostruct_shared.http import build_http_client, service_auth
-from oncostruct_shared.queue import create_queue_app, ensure_queue_schema, running_worker
+from oncostruct_shared.observability import Readiness
+from oncostruct_shared.queue import QueueService, create_queue_app
 from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.storage import FilesystemObjectStore
 from oncostruct_shared.surfaces import DicomwebSurface
@@ -32,18 +32,21 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store
     app.state.spool = spool
     app.state.ingest = IngestContext(settings, store, app.state.db.sessionmaker)
-    queue = create_queue_app(settings.database_url.get_secret_value(), settings.queue_schema)
+    database_url = settings.database_url.get_secret_value()
+    queue = create_queue_app(database_url, settings.queue_schema)
     scope = "system/Patient.crs system/ImagingStudy.crus"
-    async with (
-        queue.open_async(),
-        build_http_client(settings, settings.clinical_url, auth=service_auth(settings, scope)) as clinical,
-    ):
-        await ensure_queue_schema(queue, settings.queue_schema)
+    async with build_http_client(settings, settings.clinical_url, auth=service_auth(settings, scope)) as clinical:
         app.state.events = ImagingEvents(queue, app.state.db.sessionmaker, clinical, settings)
         app.state.pulls = PullImports(queue, app.state.ingest, settings, spool, on_stored=app.state.events.stored)
-        worker = running_worker(queue, [QUEUE]) if settings.queue_worker else contextlib.nullcontext()
-        async with worker:
+        app.state.queue = QueueService(
+            queue, database_url, settings.queue_schema, [QUEUE], worker=settings.queue_worker
+        )
+        async with app.state.queue:
             yield
+
+
+async def _queue_ready(app: FastAPI) -> None:
+    await app.state.queue.check()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,5 +63,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             migrations_dir=Path(__file__).parent / "migrations",
             lifespan=_open_resources,
             validation_status=400,
+            readiness_checks={"queue": Readiness(_queue_ready)},
         )
     )

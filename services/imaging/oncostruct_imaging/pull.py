@@ -28,11 +28,11 @@ from sqlalchemy.dialects.postgresql import insert
 
 from oncostruct_shared.errors import UpstreamError
 from oncostruct_shared.http import raise_for_upstream
+from oncostruct_shared.multipart import parse_media_type, spool_multipart
 
 from .config import PacsSource, Settings
 from .ingest import IngestContext, PartResult, ingest_file
 from .models import PullImportRow, PullImportStudyRow
-from .multipart import parse_media_type, spool_multipart
 from .repository import find_stored
 
 log = logging.getLogger("oncostruct.imaging.pull")

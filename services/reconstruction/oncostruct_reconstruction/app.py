@@ -2,35 +2,88 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from oncostruct_shared.http import build_http_client, service_auth
 from oncostruct_shared.observability import Readiness
+from oncostruct_shared.queue import QueueService, create_queue_app
 from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import ProblemSurface
 
 from . import __version__
 from .api import jobs
-from .clients.triton import triton_model_client
+from .clients.triton import TritonModelClient
 from .config import Settings
+from .runner import QUEUE, JobRunner, every, recover_stalled
+
+
+class TritonClients:
+    """One :class:`TritonModelClient` per model version, made when first asked for, closed together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.clients: dict[str, TritonModelClient] = {}
+
+    def __call__(self, version: str) -> TritonModelClient:
+        if version not in self.clients:
+            s = self.settings
+            self.clients[version] = TritonModelClient(
+                s.triton_url,
+                s.triton_model_name,
+                version,
+                s.triton_timeout_s,
+                s.triton_batch_size,
+                s.triton_concurrency,
+            )
+        return self.clients[version]
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
 
 
 @asynccontextmanager
-async def _open_triton(app: FastAPI) -> AsyncIterator[None]:
+async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    async with triton_model_client(
-        settings.triton_url,
-        settings.triton_model_name,
-        settings.triton_model_version,
-        settings.triton_timeout_s,
-        settings.triton_batch_size,
-        settings.triton_concurrency,
-    ) as client:
-        app.state.triton = client
-        yield
+    tritons = TritonClients(settings)
+    app.state.triton = tritons(settings.triton_model_version)
+    database_url = settings.database_url.get_secret_value()
+    queue = create_queue_app(database_url, settings.queue_schema)
+    recovery = functools.partial(
+        every, settings.stalled_after_s / 2, lambda: recover_stalled(queue, settings.stalled_after_s)
+    )
+    async with (
+        build_http_client(
+            settings, settings.imaging_url, auth=service_auth(settings, "dicomweb.read dicomweb.write")
+        ) as imaging,
+        build_http_client(
+            settings, settings.annotations_url, auth=service_auth(settings, "annotations.read annotations.write")
+        ) as annotations,
+    ):
+        app.state.jobs = JobRunner(queue, app.state.db.sessionmaker, settings, imaging, annotations, tritons)
+        app.state.queue = QueueService(
+            queue,
+            database_url,
+            settings.queue_schema,
+            [QUEUE],
+            worker=settings.queue_worker,
+            concurrency=settings.worker_concurrency,
+            extras=[recovery] if settings.queue_worker else [],
+        )
+        try:
+            async with app.state.queue:
+                yield
+        finally:
+            await tritons.close()
+
+
+async def _queue_ready(app: FastAPI) -> None:
+    await app.state.queue.check()
 
 
 async def _triton_ready(app: FastAPI) -> None:
@@ -49,8 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             version=__version__,
             routers=[jobs.router],
             migrations_dir=Path(__file__).parent / "migrations",
-            lifespan=_open_triton,
+            lifespan=_open_resources,
             # Reported, not required: jobs wait and retry while Triton is away; reads still work.
-            readiness_checks={"triton": Readiness(_triton_ready, required=False)},
+            readiness_checks={
+                "queue": Readiness(_queue_ready),
+                "triton": Readiness(_triton_ready, required=False),
+            },
         )
     )

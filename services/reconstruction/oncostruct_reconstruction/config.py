@@ -40,5 +40,39 @@ class Settings(ServiceSettings):
     anomaly_top_fraction: float = Field(
         0.01, gt=0, le=1, description="Fraction of a slice's foreground pixels whose mean map value is its score."
     )
+    fallback_threshold: float = Field(
+        0.3,
+        gt=0,
+        description="Voxel threshold when the served model's config has no calibrated `anomaly_threshold` parameter.",
+    )
+    analysable_modalities: tuple[str, ...] = Field(
+        ("CT", "MR"), description="Modalities a job analyses (DICOM Modality values); others fail with a reason."
+    )
+    min_region_mm3: float = Field(20.0, ge=0, description="Smallest abnormal region proposed, in cubic millimetres.")
+    max_proposals: int = Field(20, ge=0, le=200, description="Most ROI proposals (and SEG segments) per series.")
+    proposals_project_id: str = Field(
+        "",
+        description="Annotation project (UUID) receiving ROI proposals of jobs that name none; empty: no proposals. "
+        "The service's client id must be an annotator there.",
+    )
+    proposal_label: str = Field("lesion", description="ROI label of proposals in the project's schema.")
+    proposal_value: str = Field(
+        "other_lesion", description="Value of that label for proposals (the annotator corrects it)."
+    )
+    auto_jobs: bool = Field(True, description="Start jobs from the imaging service's series-complete events.")
+    auto_modalities: tuple[str, ...] = Field(
+        ("CT", "MR"), description="Series-complete events of these modalities start jobs."
+    )
+    auto_body_parts: tuple[str, ...] = Field(
+        (), description="Only these Body Part Examined values start jobs (upper case; empty: any)."
+    )
+    queue_schema: str = Field("oncostruct_jobs", description="PostgreSQL schema of the suite's job queue.")
+    queue_worker: bool = Field(True, description="Run this service's job worker inside the service process.")
+    worker_concurrency: int = Field(1, ge=1, le=16, description="Jobs one worker runs at once.")
+    retry_base_s: float = Field(5.0, gt=0, description="First wait before retrying a job whose peer was away.")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest wait between retries (the wait doubles up to it).")
+    stalled_after_s: float = Field(
+        60.0, gt=0, description="A running job whose worker sent no heartbeat for this long is run again."
+    )
     page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when `limit` is not sent.")
     page_size_max: int = Field(500, ge=1, le=10000, description="Largest `limit` accepted.")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, String, Text, Uuid, func
+from sqlalchemy import DateTime, Float, Integer, String, Text, Uuid, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -14,7 +16,7 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
-    """An anomaly-detection job on one series."""
+    """An anomaly-detection job on one series with one model version (unique together)."""
 
     __tablename__ = "job"
 
@@ -28,3 +30,16 @@ class JobRow(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    trigger: Mapped[str] = mapped_column(String(16), server_default="api")
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(Float, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    waiting: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    series_score: Mapped[float | None] = mapped_column(Float)
+    slice_scores: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    timings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

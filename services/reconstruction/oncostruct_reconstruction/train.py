@@ -25,9 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from .model.data import block_split, slice_set
+from .model.inference import OnnxAnomalyModel
 from .model.repository import DEFAULT_MODEL_NAME, ServingConfig, write_model_repository
+from .model.scoring import calibrate_threshold
 from .model.volumes import Volume, folder_volumes, mni152_volume
 
 log = logging.getLogger("oncostruct.reconstruction.train")
@@ -130,13 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     onnx_path = export_onnx(net, config.dissimilarity, args.out / "model.onnx", metadata={"training": record})
     (args.out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
+    calibration = heldout_set if len(heldout_set) else train_set
+    threshold = calibrate_model_threshold(onnx_path, calibration.images, calibration.masks)
+    record["anomaly_threshold"] = threshold
     if args.repository is not None:
-        serving = ServingConfig(name=args.model_name, size=config.network.size)
+        serving = ServingConfig(name=args.model_name, size=config.network.size, anomaly_threshold=threshold)
         model_dir = write_model_repository(args.repository, onnx_path, serving, version=args.model_version)
         (model_dir / str(args.model_version) / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
         log.info("exported to %s", model_dir)
     log.info("trained in %.0f s; %s", seconds, record["final_epoch"])
     return 0
+
+
+def calibrate_model_threshold(onnx_path: Path, images: npt.ArrayLike, masks: npt.ArrayLike) -> float:
+    """The exported model's voxel threshold: the 99.9th percentile of its maps on normal foreground."""
+    maps, _ = OnnxAnomalyModel(onnx_path).run(images)
+    return round(calibrate_threshold(maps[:, 0], masks), 6)
 
 
 if __name__ == "__main__":

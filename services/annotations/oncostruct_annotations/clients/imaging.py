@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import uuid
 from typing import Any
 
 import httpx
 from pydicom import Dataset
 
-from oncostruct_shared.errors import Unprocessable, UpstreamError
+from oncostruct_shared.dicomweb import DicomwebClient
+from oncostruct_shared.errors import Unprocessable
 from oncostruct_shared.http import raise_for_upstream, transport_error
 
 from ..repository import check_geometry_fits
@@ -76,30 +75,7 @@ class ImagingClient:
 
     async def store_instances(self, study_uid: str, datasets: list[Dataset]) -> dict[str, Any]:
         """STOW-RS the datasets into the study (PS3.18 §10.5); raise unless every instance was stored."""
-        boundary = uuid.uuid4().hex
-        body = bytearray()
-        for dataset in datasets:
-            buffer = io.BytesIO()
-            dataset.save_as(buffer, enforce_file_format=True)
-            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            body += buffer.getvalue() + b"\r\n"
-        body += f"--{boundary}--\r\n".encode()
-        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
-        try:
-            response = await self.http.post(
-                f"/studies/{study_uid}",
-                content=bytes(body),
-                headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, "The imaging service") from exc
-        if response.status_code in (202, 409):
-            failed = response.json().get("00081198", {}).get("Value", []) if response.content else []
-            reasons = [str(_first(item, "00081197")) for item in failed]
-            raise UpstreamError(f"The imaging service did not store every instance (failure reasons {reasons}).")
-        raise_for_upstream(response, "The imaging service")
-        stored: dict[str, Any] = response.json()
-        return stored
+        return await DicomwebClient(self.http).store(study_uid, datasets)
 
     async def check(self, data: AnnotationCreate) -> None:
         """Check that a series or ROI annotation names a stored series and its geometry fits the images."""

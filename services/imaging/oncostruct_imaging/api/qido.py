@@ -33,13 +33,13 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from oncostruct_shared.db import SessionDep
 from oncostruct_shared.errors import Invalid, NotAcceptable
+from oncostruct_shared.multipart import parse_accept, type_matches
 from oncostruct_shared.surfaces import warning_header
 
 from ..config import Settings
 from ..deps import ReadScope, SettingsDep
 from ..dicom_json import DICOM_JSON, dicom_json_response, element
 from ..models import InstanceRow, PatientRow, SeriesRow, StudyRow
-from ..multipart import parse_accept, type_matches
 from ..parsing import keyword_tag, normalize_tm, tag_hex
 from ..uids import require_uid
 

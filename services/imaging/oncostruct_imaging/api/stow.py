@@ -26,13 +26,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from oncostruct_shared.errors import Invalid, NotAcceptable, UnsupportedMediaType
+from oncostruct_shared.multipart import SpooledPart, parse_accept, parse_media_type, spool_multipart, type_matches
 
 from .. import parsing
 from ..config import Settings
 from ..deps import SettingsDep, StoreDep, WriteScope
 from ..dicom_json import DICOM_JSON, DICOM_XML, dumps, element, native_dicom_model
 from ..ingest import PartResult, ingest_file
-from ..multipart import SpooledPart, parse_accept, parse_media_type, spool_multipart, type_matches
 from ..uids import require_uid
 
 router = APIRouter(tags=["STOW-RS"])

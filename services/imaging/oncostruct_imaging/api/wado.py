@@ -28,12 +28,12 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from oncostruct_shared.db import SessionDep
 from oncostruct_shared.errors import Invalid, NotAcceptable, NotFound
+from oncostruct_shared.multipart import MediaType, multipart_response, parse_accept, type_matches
 
 from .. import rendering
 from ..config import Settings
 from ..deps import DeleteScope, ReadScope, SettingsDep, StoreDep
 from ..dicom_json import DICOM_JSON
-from ..multipart import MediaType, multipart_response, parse_accept, type_matches
 from ..parsing import keyword_tag, tag_hex
 from ..repository import InstanceFile, delete_instances, find_instances
 from ..uids import require_uid

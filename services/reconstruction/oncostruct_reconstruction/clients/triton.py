@@ -23,9 +23,9 @@ import numpy.typing as npt
 import tritonclient.http.aio as triton_http  # type: ignore[import-untyped]
 from tritonclient.utils import InferenceServerException  # type: ignore[import-untyped]
 
-from oncostruct_shared.errors import Invalid, UpstreamError, UpstreamUnavailable
+from oncostruct_shared.errors import Invalid, Unprocessable, UpstreamError, UpstreamUnavailable
 
-from ..model.repository import INPUT_NAME, MAP_NAME, RECONSTRUCTION_NAME
+from ..model.repository import INPUT_NAME, MAP_NAME, RECONSTRUCTION_NAME, THRESHOLD_PARAMETER
 
 FloatArray = npt.NDArray[np.float32]
 T = TypeVar("T")
@@ -43,12 +43,15 @@ class ModelInfo:
         In-plane size the model takes (input ``[batch, 1, size, size]`` FP32).
     max_batch_size
         Largest batch the model accepts in one request.
+    threshold
+        The calibrated voxel threshold from the config parameter ``anomaly_threshold`` (None if absent).
     """
 
     name: str
     version: str
     size: int
     max_batch_size: int
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class AnomalyOutput:
 
     maps: FloatArray
     reconstructions: FloatArray
+
+
+class ModelUnknown(Unprocessable):
+    """The requested model or version does not exist on the server (waiting will not help)."""
 
 
 class TritonModelClient:
@@ -143,6 +150,7 @@ class TritonModelClient:
         )
         if not ready:
             label = f"{self.model_name} version {version}" if version else self.model_name
+            await self._check_known(label)
             raise UpstreamUnavailable(f"Model {label} is not loaded and ready on Triton at {self.url}.")
         metadata: dict[str, Any] = await self._call(
             "model metadata", lambda: self._client.get_model_metadata(self.model_name, version)
@@ -152,6 +160,16 @@ class TritonModelClient:
         )
         self._info = _model_info(metadata, config, self.model_name)
         return self._info
+
+    async def _check_known(self, label: str) -> None:
+        """Raise :class:`ModelUnknown` if the repository has no such model version at all (not merely loading)."""
+        index: list[dict[str, Any]] = await self._call(
+            "the model repository index", self._client.get_model_repository_index
+        )
+        versions = sorted(str(entry.get("version", "")) for entry in index if entry.get("name") == self.model_name)
+        if not versions or (self.model_version and self.model_version not in versions):
+            known = ", ".join(v for v in versions if v) or "none"
+            raise ModelUnknown(f"Model {label} is not in Triton's repository (versions of {self.model_name}: {known}).")
 
     async def infer(self, images: npt.ArrayLike, reconstructions: bool = False) -> AnomalyOutput:
         """Anomaly maps (and optionally reconstructions) of ``(n, 1, size, size)`` preprocessed slices.
@@ -205,8 +223,17 @@ def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str) -> 
     if len(shape) != 4 or shape[1] != 1 or shape[2] != shape[3] or shape[2] <= 0:
         raise UpstreamError(f"Model {name} takes {INPUT_NAME!r} of shape {shape}, not [batch, 1, s, s].")
     versions = metadata.get("versions") or [""]
+    parameter = (config.get("parameters") or {}).get(THRESHOLD_PARAMETER, {}).get("string_value")
+    try:
+        threshold = float(parameter) if parameter is not None else None
+    except ValueError:
+        raise UpstreamError(f"Model {name}'s {THRESHOLD_PARAMETER} parameter {parameter!r} is not a number.") from None
     return ModelInfo(
-        name=name, version=str(versions[-1]), size=shape[2], max_batch_size=int(config.get("max_batch_size", 0))
+        name=name,
+        version=str(versions[-1]),
+        size=shape[2],
+        max_batch_size=int(config.get("max_batch_size", 0)),
+        threshold=threshold,
     )
 
 

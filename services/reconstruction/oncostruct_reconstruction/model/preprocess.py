@@ -190,6 +190,26 @@ def resample_slices(slices: npt.ArrayLike, size: int, order: int = 1) -> FloatAr
     return np.asarray(resampled[:, :size, :size], dtype=np.float32)
 
 
+def restore_slices(slices: npt.ArrayLike, rows: int, columns: int, order: int = 1) -> FloatArray:
+    """Bring ``(n, size, size)`` model-grid slices back to the ``(n, rows, columns)`` source grid.
+
+    The inverse of :func:`resample_slices`: resample to the padded square, then cut the padding off.
+    """
+    values = np.asarray(slices, dtype=np.float32)
+    if values.ndim != 3 or values.shape[1] != values.shape[2]:
+        raise ValueError(f"expected a (n, size, size) stack, got shape {values.shape}")
+    side = max(rows, columns)
+    factor = side / values.shape[-1]
+    square = (
+        values
+        if factor == 1.0
+        else ndimage.zoom(values, (1.0, factor, factor), order=order, prefilter=False, grid_mode=True, mode="nearest")
+    )
+    square = square[:, :side, :side]
+    top, left = (side - rows) // 2, (side - columns) // 2
+    return np.ascontiguousarray(square[:, top : top + rows, left : left + columns], dtype=np.float32)
+
+
 def scale_intensities(volume: npt.ArrayLike, modality: Modality, ct_window: str = "brain") -> FloatArray:
     """Scale a volume to [0, 1] the way its modality needs (CT: HU window; MR: foreground percentiles)."""
     if modality == "CT":

@@ -42,6 +42,10 @@ class ServingConfig:
         ``KIND_GPU`` or ``KIND_CPU`` instances and how many.
     backend
         ``onnxruntime`` (official image) or ``python`` (the local server).
+    anomaly_threshold
+        Map value above which a voxel is called abnormal, calibrated on held-out normal slices
+        (:func:`~oncostruct_reconstruction.model.scoring.calibrate_threshold`); travels with the
+        model as the config parameter ``anomaly_threshold`` so that clients read it from Triton.
     """
 
     name: str
@@ -52,6 +56,11 @@ class ServingConfig:
     instance_kind: str = "KIND_GPU"
     instance_count: int = 1
     backend: str = "onnxruntime"
+    anomaly_threshold: float | None = None
+
+
+#: Name of the config parameter that carries the calibrated threshold.
+THRESHOLD_PARAMETER = "anomaly_threshold"
 
 
 def config_pbtxt(config: ServingConfig) -> str:
@@ -75,6 +84,12 @@ def config_pbtxt(config: ServingConfig) -> str:
         f"  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}\n"
         f"instance_group [\n  {{ count: {config.instance_count} kind: {config.instance_kind} }}\n]\n"
         f"version_policy: {{ latest: {{ num_versions: 1 }} }}\n"
+        + (
+            f'parameters {{ key: "{THRESHOLD_PARAMETER}" '
+            f'value: {{ string_value: "{config.anomaly_threshold:.6g}" }} }}\n'
+            if config.anomaly_threshold is not None
+            else ""
+        )
     )
 
 

@@ -1,0 +1,96 @@
+"""ROI proposals: connected regions of an anomaly map above the model's threshold (numpy/scipy only).
+
+A proposal is what an annotator is asked to confirm: one 3D connected component
+(26-connectivity, so a lesion seen on touching slices is one region) of voxels
+whose map value exceeds the calibrated threshold inside the body/brain mask,
+large enough to matter, with its bounding box, mask and scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage  # type: ignore[import-untyped]
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Region:
+    """One connected abnormal region on the series grid.
+
+    Attributes
+    ----------
+    box
+        ``(z0, z1, y0, y1, x0, x1)``, end-exclusive, in voxels of the ``(z, y, x)`` grid.
+    mask
+        The region's voxels inside ``box`` (shape ``(z1-z0, y1-y0, x1-x0)``).
+    voxels, volume_mm3
+        Its size.
+    peak, mean
+        Highest and mean map value inside it.
+    """
+
+    box: tuple[int, int, int, int, int, int]
+    mask: BoolArray
+    voxels: int
+    volume_mm3: float
+    peak: float
+    mean: float
+
+
+def find_regions(
+    anomaly: npt.ArrayLike,
+    foreground: npt.ArrayLike,
+    threshold: float,
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    min_volume_mm3: float = 20.0,
+    max_regions: int = 20,
+) -> list[Region]:
+    """Connected regions of ``anomaly > threshold`` within ``foreground``, highest peak first.
+
+    Parameters
+    ----------
+    anomaly
+        ``(z, y, x)`` map on the series grid.
+    foreground
+        ``(z, y, x)`` body/brain mask; voxels outside it are never proposed.
+    threshold
+        The model's calibrated threshold.
+    spacing_mm
+        Voxel size ``(dz, dy, dx)``.
+    min_volume_mm3
+        Smaller regions are noise and dropped.
+    max_regions
+        At most this many, by peak value.
+    """
+    values = np.asarray(anomaly, dtype=np.float32)
+    mask = np.asarray(foreground, dtype=bool)
+    if values.shape != mask.shape or values.ndim != 3:
+        raise ValueError(f"map {values.shape} and foreground {mask.shape} must be the same (z, y, x) shape")
+    labels, _ = ndimage.label((values > threshold) & mask, structure=np.ones((3, 3, 3), dtype=bool))
+    voxel_mm3 = float(np.prod(spacing_mm))
+    regions = []
+    for index, where in enumerate(ndimage.find_objects(labels), start=1):
+        if where is None:
+            continue
+        inside = labels[where] == index
+        voxels = int(inside.sum())
+        if voxels * voxel_mm3 < min_volume_mm3:
+            continue
+        region_values = values[where][inside]
+        box = (where[0].start, where[0].stop, where[1].start, where[1].stop, where[2].start, where[2].stop)
+        regions.append(
+            Region(
+                box=box,
+                mask=inside,
+                voxels=voxels,
+                volume_mm3=round(voxels * voxel_mm3, 3),
+                peak=float(region_values.max()),
+                mean=float(region_values.mean()),
+            )
+        )
+    regions.sort(key=lambda region: region.peak, reverse=True)
+    return regions[:max_regions]

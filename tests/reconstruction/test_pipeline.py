@@ -1,0 +1,381 @@
+"""Jobs end to end on the real suite: imaging (DICOMweb), annotations, Triton, and the job queue.
+
+A reconstruction service shares the imaging service's database (as in ``make run``), so it
+receives imaging's series-complete events; proposals go to a real annotation project.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import subprocess
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
+
+from oncostruct_reconstruction.app import create_app
+from oncostruct_reconstruction.triton_local import LocalTriton
+from oncostruct_shared.settings import ServiceSettings
+from tests.imaging.factory import ct_dataset, new_uid
+from tests.reconstruction.brain_series import BrainSeries, brain_series
+from tests.support import Issuer, LiveServer, PostgresServer, bearer, free_port
+
+JOBS = "/reconstruction/v1/jobs"
+PARAMETRIC_MAP, SEGMENTATION = "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.66.4"
+SERVICE_SUBJECT = "oncostruct-reconstruction"
+
+
+@pytest.fixture(scope="module")
+def project(annotations_url: str, issuer: Issuer) -> str:
+    """An annotation project whose annotators include the reconstruction service's client."""
+    headers = bearer(issuer.token("annotations.read", "annotations.write", subject="lead"))
+    with httpx.Client(base_url=f"{annotations_url}/annotations/v1", headers=headers, timeout=30) as api:
+        created = api.post("/projects", json={"name": "Brain MR anomalies"})
+        assert created.status_code == 201, created.text
+        project_id: str = created.json()["id"]
+        member = api.put(f"/projects/{project_id}/members/{SERVICE_SUBJECT}", json={"role": "annotator"})
+        assert member.status_code == 200, member.text
+    return project_id
+
+
+def _start(settings: Callable[..., ServiceSettings], **overrides: Any) -> LiveServer:
+    port = free_port()
+    values: dict[str, Any] = {
+        "base_url": f"http://127.0.0.1:{port}/reconstruction/v1",
+        "retry_base_s": 0.5,
+        "retry_max_s": 2.0,
+        "analysable_modalities": ("MR",),
+        "auto_modalities": ("MR",),
+        "auto_body_parts": ("BRAIN",),
+        **overrides,
+    }
+    return LiveServer(create_app(settings("reconstruction", **values)), port=port)
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    service_settings: Callable[..., ServiceSettings],
+    triton: LocalTriton,
+    imaging_url: str,
+    annotations_url: str,
+    project: str,
+) -> Iterator[str]:
+    """A reconstruction service on imaging's database (its events), Triton, imaging and annotations."""
+    with _start(
+        service_settings,
+        database="test_imaging",
+        triton_url=triton.url,
+        imaging_url=f"{imaging_url}/dicomweb",
+        annotations_url=f"{annotations_url}/annotations/v1",
+        proposals_project_id=project,
+    ) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def api(pipeline: str, issuer: Issuer) -> Iterator[httpx.Client]:
+    headers = bearer(issuer.token("reconstruction.read", "reconstruction.run"))
+    with httpx.Client(base_url=pipeline, headers=headers, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def dicomweb(imaging_url: str, issuer: Issuer) -> DICOMwebClient:
+    token = issuer.token("dicomweb.read", "dicomweb.write")
+    return DICOMwebClient(f"{imaging_url}/dicomweb", headers={"Authorization": f"Bearer {token}"})
+
+
+def _store(dicomweb: DICOMwebClient, datasets: list[Dataset]) -> None:
+    response = dicomweb.store_instances(datasets)
+    assert "FailedSOPSequence" not in response, response
+
+
+def _wait(
+    api: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 180
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = api.get(f"{JOBS}/{job_id}").json()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"job still {job['status']} ({job.get('stage')}): {job}"
+        time.sleep(0.3)
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return job["status"] in ("succeeded", "failed")
+
+
+def _submit(api: httpx.Client, study: str, series: str, **extra: Any) -> httpx.Response:
+    return api.post(JOBS, json={"study_uid": study, "series_uid": series, **extra})
+
+
+@pytest.fixture(scope="module")
+def lesion_job(api: httpx.Client, dicomweb: DICOMwebClient) -> tuple[BrainSeries, dict[str, Any]]:
+    series = brain_series(lesion=True, patient_id="RECON-LESION")
+    _store(dicomweb, series.datasets)
+    response = _submit(api, series.study_uid, series.series_uid)
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"].endswith(f"/jobs/{response.json()['id']}")
+    assert response.json()["status"] in ("queued", "running")
+    return series, _wait(api, response.json()["id"], _finished)
+
+
+def test_job_succeeds_with_scores_per_slice(lesion_job: tuple[BrainSeries, dict[str, Any]]) -> None:
+    series, job = lesion_job
+    print("lesion job", {k: job[k] for k in ("timings", "series_score", "result")})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0
+    assert job["trigger"] == "api"
+    assert job["result"]["model"] == "nearest_normal@1"
+    uids = [str(ds.SOPInstanceUID) for ds in series.datasets]
+    assert sorted(item["sop_instance_uid"] for item in job["slice_scores"]) == sorted(uids)
+    assert all(item["score"] >= 0 for item in job["slice_scores"])
+    assert {"checking model", "retrieving", "inferring", "storing results", "proposing"} <= set(job["timings"])
+
+
+def test_a_lesion_scores_above_the_same_anatomy_without_it(
+    api: httpx.Client, dicomweb: DICOMwebClient, lesion_job: tuple[BrainSeries, dict[str, Any]]
+) -> None:
+    normal = brain_series(lesion=False, patient_id="RECON-NORMAL")
+    _store(dicomweb, normal.datasets)
+    # No POST: the imaging service's series-complete event starts this job.
+    deadline = time.monotonic() + 60
+    while not (items := api.get(JOBS, params={"series_uid": normal.series_uid}).json()["items"]):
+        assert time.monotonic() < deadline, "no job was started by the series-complete event"
+        time.sleep(0.3)
+    assert items[0]["trigger"] == "event"
+    job = _wait(api, items[0]["id"], _finished)
+    assert job["status"] == "succeeded", job["error"]
+    lesion = lesion_job[1]
+    assert lesion["series_score"] > job["series_score"]
+    assert len(lesion["result"]["proposals"]) > len(job["result"]["proposals"])
+    assert job["result"]["segmentation"] is None  # nothing above threshold: no SEG
+
+
+def test_proposals_are_in_the_annotation_service_on_the_lesion(
+    annotations_url: str, issuer: Issuer, project: str, lesion_job: tuple[BrainSeries, dict[str, Any]]
+) -> None:
+    series, job = lesion_job
+    proposals = job["result"]["proposals"]
+    assert proposals
+    headers = bearer(issuer.token("annotations.read", subject="lead"))
+    listed = httpx.get(
+        f"{annotations_url}/annotations/v1/annotations",
+        params={"project_id": project, "series_uid": series.series_uid},
+        headers=headers,
+        timeout=30,
+    ).json()["items"]
+    assert {item["id"] for item in listed} == {p["annotation_id"] for p in proposals}
+    assert {item["status"] for item in listed} == {"proposed"}
+    assert {item["author"] for item in listed} == {"nearest_normal@1"}
+    # The best proposal's mask lies on the inserted lesion.
+    best = next(item for item in listed if item["id"] == proposals[0]["annotation_id"])
+    geometry = best["geometry"]
+    mask = np.frombuffer(zlib.decompress(base64.b64decode(geometry["data"])), dtype=np.uint8)
+    mask = mask.reshape(len(geometry["sop_instance_uids"]), geometry["rows"], geometry["columns"]).astype(bool)
+    order = {str(ds.SOPInstanceUID): index for index, ds in enumerate(series.datasets)}
+    truth = series.lesion[[order[uid] for uid in geometry["sop_instance_uids"]]]
+    assert (mask & truth).sum() >= 0.5 * mask.sum()
+    assert best["scores"]["anomaly_peak"] == pytest.approx(proposals[0]["peak"])
+
+
+def test_parametric_map_and_seg_are_stored_valid_and_reference_the_source(
+    dicomweb: DICOMwebClient, lesion_job: tuple[BrainSeries, dict[str, Any]], tmp_path: Path
+) -> None:
+    series, job = lesion_job
+    for key, sop_class in (("parametric_map", PARAMETRIC_MAP), ("segmentation", SEGMENTATION)):
+        stored = job["result"][key]
+        instance = dicomweb.retrieve_instance(series.study_uid, stored["series_uid"], stored["sop_instance_uid"])
+        assert instance.SOPClassUID == sop_class
+        assert instance.Manufacturer == "OncoStruct"
+        assert instance.ReferencedSeriesSequence[0].SeriesInstanceUID == series.series_uid
+        assert "nearest_normal@1" in str(instance.ManufacturerModelName)
+        path = tmp_path / f"{key}.dcm"
+        instance.save_as(path, enforce_file_format=True)
+        checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
+        assert not errors, errors
+        if key == "parametric_map":
+            assert int(instance.NumberOfFrames) == len(series.datasets)
+        else:
+            assert len(instance.SegmentSequence) == len(job["result"]["proposals"])
+            assert instance.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+
+
+def test_same_series_and_version_is_one_job(api: httpx.Client, lesion_job: tuple[BrainSeries, dict[str, Any]]) -> None:
+    series, job = lesion_job
+    again = _submit(api, series.study_uid, series.series_uid, model_version="1")
+    assert again.status_code == 200
+    assert again.json()["id"] == job["id"]
+    assert api.get(JOBS, params={"series_uid": series.series_uid}).json()["items"] == [again.json()]
+
+
+def test_the_services_own_results_are_never_analysed(
+    api: httpx.Client, lesion_job: tuple[BrainSeries, dict[str, Any]]
+) -> None:
+    series, job = lesion_job
+    result_series = job["result"]["segmentation"]["series_uid"]
+    # Its SEG and map series made no job of their own through the events …
+    assert api.get(JOBS, params={"series_uid": result_series}).json()["items"] == []
+    # … and asking for one fails with the reason.
+    response = _submit(api, series.study_uid, result_series)
+    assert response.status_code == 202
+    failed = _wait(api, response.json()["id"], _finished)
+    assert failed["status"] == "failed"
+    assert "result of this service" in failed["error"]
+
+
+def test_unknown_model_version_is_refused(api: httpx.Client, lesion_job: tuple[BrainSeries, dict[str, Any]]) -> None:
+    series, _ = lesion_job
+    response = _submit(api, series.study_uid, series.series_uid, model_version="99")
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "version 99 is not in Triton's repository" in response.json()["detail"]
+
+
+def test_unknown_series_is_refused(api: httpx.Client) -> None:
+    response = _submit(api, new_uid(), new_uid())
+    assert response.status_code == 422
+    assert "not in the imaging service" in response.json()["detail"]
+
+
+def _report(study: str) -> Dataset:
+    ds = ct_dataset(study, new_uid(), 1, Modality="SR", SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11")
+    for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+                    "SamplesPerPixel", "PhotometricInterpretation", "RescaleIntercept", "RescaleSlope",
+                    "WindowCenter", "WindowWidth", "ImagePositionPatient", "ImageOrientationPatient",
+                    "PixelSpacing", "SliceThickness", "ImageType"):  # fmt: skip
+        delattr(ds, keyword)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    return ds
+
+
+def _bad_series(kind: str) -> tuple[str, str, list[Dataset]]:
+    if kind == "report":
+        report = _report(new_uid())
+        return report.StudyInstanceUID, report.SeriesInstanceUID, [report]
+    if kind == "modality":
+        study, series = new_uid(), new_uid()
+        return study, series, [ct_dataset(study, series, n) for n in (1, 2, 3)]
+    brain = brain_series(slices=(40, 44), lesion=False)
+    datasets = brain.datasets
+    if kind == "sizes":
+        small = brain_series(slices=(10, 11), lesion=False).datasets[0]
+        small.Rows, small.Columns = 64, 64
+        small.PixelData = np.zeros((64, 64), np.uint16).tobytes()
+        small.StudyInstanceUID, small.SeriesInstanceUID = brain.study_uid, brain.series_uid
+        datasets.append(small)
+    elif kind == "orientation":
+        datasets[1].ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    elif kind == "no_pixels":
+        del datasets[2].PixelData
+    return brain.study_uid, brain.series_uid, datasets
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("report", r"holds Basic Text SR \(1\.2\.840\.10008\.5\.1\.4\.1\.1\.88\.11\) instances"),
+        ("modality", "has modality CT; this service analyses MR"),
+        ("sizes", r"mixes image sizes \[\(64, 64\), \(117, 99\)\]"),
+        ("orientation", r"mixes image orientations \(0020,0037\)"),
+        ("no_pixels", r"1 of 4 instances have no Pixel Data \(7FE0,0010\)"),
+    ],
+)
+def test_series_that_cannot_be_analysed_fail_with_the_reason(
+    api: httpx.Client, dicomweb: DICOMwebClient, imaging_url: str, issuer: Issuer, kind: str, reason: str
+) -> None:
+    study, series, datasets = _bad_series(kind)
+    for dataset in datasets:
+        dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    stored = dicomweb.store_instances(datasets)
+    assert "FailedSOPSequence" not in stored, f"imaging refused the {kind} series"
+    response = _submit(api, study, series)
+    assert response.status_code == 202, response.text
+    job = _wait(api, response.json()["id"], _finished)
+    assert job["status"] == "failed"
+    assert job["error"] is not None
+    assert re.search(reason, job["error"]), job["error"]
+    assert job["result"].get("parametric_map") is None  # nothing written for a series that cannot be analysed
+
+
+def test_a_job_waits_while_triton_is_away_and_finishes_when_it_is_back(
+    service_settings: Callable[..., ServiceSettings],
+    triton: LocalTriton,
+    imaging_url: str,
+    annotations_url: str,
+    issuer: Issuer,
+    dicomweb: DICOMwebClient,
+    postgres: PostgresServer,
+) -> None:
+    postgres.create_database("test_reconstruction_wait")  # its own queue: no other worker takes the job
+    series = brain_series(slices=(40, 46), lesion=False, patient_id="RECON-WAIT")
+    _store(dicomweb, series.datasets)
+    common: dict[str, Any] = {
+        "database": "test_reconstruction_wait",
+        "imaging_url": f"{imaging_url}/dicomweb",
+        "annotations_url": f"{annotations_url}/annotations/v1",
+        "triton_timeout_s": 1.0,
+    }
+    headers = bearer(issuer.token("reconstruction.read", "reconstruction.run"))
+    # A listener that accepts and never answers: Triton hung.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        hung = f"127.0.0.1:{silent.getsockname()[1]}"
+        with (
+            _start(service_settings, triton_url=hung, **common) as server,
+            httpx.Client(base_url=server.url, headers=headers, timeout=60) as api,
+        ):
+            response = _submit(api, series.study_uid, series.series_uid)
+            assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+            waiting = _wait(api, job_id, lambda job: job["attempts"] >= 2, timeout=60)
+        assert waiting["status"] in ("queued", "running")
+        assert "did not answer" in waiting["waiting"]
+        assert waiting["error"] is None
+    finally:
+        silent.close()
+    # The service restarts with Triton reachable: the same job, from the queue, finishes.
+    with (
+        _start(service_settings, triton_url=triton.url, **common) as server,
+        httpx.Client(base_url=server.url, headers=headers, timeout=60) as api,
+    ):
+        done = _wait(api, job_id, _finished)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] >= 2
+    assert done["waiting"] is None
+    assert done["result"]["proposals_note"].startswith("No annotation project")
+
+
+def test_submitting_needs_the_run_scope(api: httpx.Client, pipeline: str, issuer: Issuer) -> None:
+    body = {"study_uid": new_uid(), "series_uid": new_uid()}
+    reader = bearer(issuer.token("reconstruction.read"))
+    assert httpx.post(f"{pipeline}{JOBS}", json=body, headers=reader).status_code == 403
+    assert httpx.post(f"{pipeline}{JOBS}", json=body).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"study_uid": "1.2.3"},
+        {"study_uid": "1.2.3", "series_uid": "not a uid"},
+        {"study_uid": "1.2.3", "series_uid": "1.2.4", "model_version": "latest"},
+        {"study_uid": "1.2.3", "series_uid": "1.2.4", "colour": "blue"},
+    ],
+)
+def test_bad_requests_are_problem_details(api: httpx.Client, body: dict[str, Any]) -> None:
+    response = api.post(JOBS, json=body)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")

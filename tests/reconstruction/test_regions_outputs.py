@@ -1,0 +1,78 @@
+"""Pure parts of a job: back to the source grid, threshold calibration, regions, and repeatable DICOM outputs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from oncostruct_reconstruction.model.preprocess import resample_slices, restore_slices
+from oncostruct_reconstruction.model.regions import find_regions
+from oncostruct_reconstruction.model.scoring import calibrate_threshold
+from oncostruct_reconstruction.outputs import ResultIdentity, parametric_map, segmentation
+from tests.reconstruction.brain_series import brain_series
+
+
+@pytest.mark.parametrize(("rows", "columns", "size"), [(117, 99, 128), (64, 80, 32), (50, 50, 50)])
+def test_restore_undoes_resample_on_the_source_grid(rows: int, columns: int, size: int) -> None:
+    y, x = np.mgrid[:rows, :columns].astype(np.float32)
+    smooth = np.stack([np.sin(y / 9) + np.cos(x / 7), np.cos(y / 11) * np.sin(x / 5)])
+    back = restore_slices(resample_slices(smooth, size)[:, :, :], rows, columns)
+    assert back.shape == (2, rows, columns)
+    interior = (slice(None), slice(3, -3), slice(3, -3))
+    assert np.abs(back - smooth)[interior].max() < 0.15
+
+
+def test_restore_refuses_a_non_square_stack() -> None:
+    with pytest.raises(ValueError, match="size, size"):
+        restore_slices(np.zeros((2, 8, 9), np.float32), 8, 9)
+
+
+def test_calibrated_threshold_bounds_the_false_positive_rate() -> None:
+    rng = np.random.default_rng(0)
+    maps = rng.random((10, 32, 32), dtype=np.float32)
+    masks = np.zeros((10, 32, 32), bool)
+    masks[:, 8:24, 8:24] = True
+    maps[~masks] = 5.0  # background never counts
+    threshold = calibrate_threshold(maps, masks, quantile=0.99)
+    assert np.mean(maps[masks] > threshold) == pytest.approx(0.01, abs=0.002)
+    with pytest.raises(ValueError, match="no foreground"):
+        calibrate_threshold(maps, np.zeros_like(masks))
+
+
+def test_regions_are_connected_sized_and_ordered_by_peak() -> None:
+    anomaly = np.zeros((8, 40, 40), np.float32)
+    anomaly[2:5, 5:10, 5:10] = 0.6  # 75 voxels, peak 0.6
+    anomaly[3, 20:30, 20:30] = 0.9  # 100 voxels, peak 0.9
+    anomaly[6, 35, 35] = 1.0  # one voxel: noise
+    anomaly[0, 0:5, 30:35] = 0.8  # outside the foreground
+    foreground = np.ones_like(anomaly, dtype=bool)
+    foreground[0] = False
+    regions = find_regions(anomaly, foreground, 0.5, spacing_mm=(2.0, 1.0, 1.0), min_volume_mm3=10.0)
+    assert [r.peak for r in regions] == pytest.approx([0.9, 0.6])
+    assert regions[0].box == (3, 4, 20, 30, 20, 30)
+    assert regions[0].voxels == 100
+    assert regions[0].volume_mm3 == 200.0
+    assert regions[1].mask.shape == (3, 5, 5)
+    assert find_regions(anomaly, foreground, 0.5, max_regions=1)[0].peak == pytest.approx(0.9)
+
+
+def test_outputs_are_the_same_objects_when_a_job_runs_again() -> None:
+    series = brain_series(slices=(40, 44), lesion=True)
+    anomaly = np.zeros((4, int(series.datasets[0].Rows), int(series.datasets[0].Columns)), np.float32)
+    anomaly[1:3, 30:40, 40:50] = 0.8
+    identity = ResultIdentity(uuid.uuid4(), "nearest_normal", "1", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    regions = find_regions(anomaly, np.ones(anomaly.shape, bool), 0.5)
+    first = (parametric_map(series.datasets, anomaly, identity, 0.5), segmentation(series.datasets, regions, identity))
+    second = (parametric_map(series.datasets, anomaly, identity, 0.5), segmentation(series.datasets, regions, identity))
+    for one, two in zip(first, second, strict=True):
+        assert one is not None
+        assert two is not None
+        assert one.SOPInstanceUID == two.SOPInstanceUID
+        assert one.ContentDate == "20260102"
+        assert one.PixelData == two.PixelData
+    other = ResultIdentity(uuid.uuid4(), "nearest_normal", "1", identity.created_at)
+    assert parametric_map(series.datasets, anomaly, other, 0.5).SOPInstanceUID != first[0].SOPInstanceUID
+    assert segmentation(series.datasets, [], identity) is None
