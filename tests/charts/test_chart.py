@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -439,3 +441,28 @@ def test_service_subcharts_share_one_set_of_templates(service: str) -> None:
     templates = {path.name: normalised(service, path) for path in (subcharts / service / "templates").iterdir()}
 
     assert templates == reference
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_chart_settings_are_real_service_settings(service: str) -> None:
+    """Every `settings.<name>` a subchart ships becomes an env var the service reads, with a value it accepts."""
+    values = yaml.safe_load((charts.DEFAULT_CHART / "charts" / service / "values.yaml").read_text(encoding="utf-8"))
+    module = importlib.import_module(f"oncostruct_{service}.config")
+    fields = module.Settings.model_fields
+    for name in values["settings"]:
+        field = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        assert field in fields, f"{service}: settings.{name} is not a setting"
+    env = {
+        f"ONCOSTRUCT_{service.upper()}_{re.sub(r'(?<!^)(?=[A-Z])', '_', name).upper()}": (
+            json.dumps(value)
+            if isinstance(value, list)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
+        for name, value in values["settings"].items()
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, text in env.items():
+            patch.setenv(key, text)
+        module.Settings()  # parses every shipped value

@@ -177,6 +177,10 @@ triton: {{ printf "%s-triton:8000" .Release.Name | quote }}
 {{- end }}
 - name: {{ $prefix }}LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+{{- range $name, $value := .Values.settings }}
+- name: {{ $prefix }}{{ $name | snakecase | upper }}
+  value: {{ kindIs "slice" $value | ternary (toJson $value) (toString $value) | quote }}
+{{- end }}
 {{- if .Values.maxBodyBytes }}
 - name: {{ $prefix }}MAX_BODY_BYTES
   value: {{ .Values.maxBodyBytes | int64 | toString | quote }}
