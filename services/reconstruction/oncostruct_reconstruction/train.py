@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -29,9 +30,10 @@ import numpy.typing as npt
 
 from .model.data import block_split, slice_set
 from .model.inference import OnnxAnomalyModel
+from .model.platform import PlatformSource, platform_volumes
 from .model.repository import DEFAULT_MODEL_NAME, ServingConfig, write_model_repository
 from .model.scoring import calibrate_threshold
-from .model.volumes import Volume, folder_volumes, mni152_volume
+from .model.volumes import folder_volumes, mni152_volume
 
 log = logging.getLogger("oncostruct.reconstruction.train")
 
@@ -44,6 +46,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="folder of normal series (NIfTI files, DICOM MR/CT series)")
     source.add_argument("--mni152", action="store_true", help="the MNI152 2009 template bundled with nilearn (offline)")
+    source.add_argument(
+        "--platform",
+        metavar="PROJECT_ID",
+        help="series labelled normal in this annotation project, fetched over DICOMweb "
+        "(bearer token from the ONCOSTRUCT_TOKEN environment variable, never the command line)",
+    )
+    parser.add_argument(
+        "--annotations-url", default="http://127.0.0.1:8083/annotations/v1", help="annotation API (--platform)"
+    )
+    parser.add_argument("--imaging-url", default="http://127.0.0.1:8082/dicomweb", help="DICOMweb root (--platform)")
+    parser.add_argument(
+        "--label-status",
+        action="append",
+        choices=("approved", "submitted", "draft"),
+        help="annotation statuses that count (--platform; repeatable; default: approved)",
+    )
     parser.add_argument("--mni152-resolution", type=int, default=1, choices=(1, 2), help="template voxel size in mm")
     parser.add_argument("--nifti-modality", default="MR", choices=("MR", "CT"), help="modality of NIfTI files")
     parser.add_argument("--preset", default="cpu", help="ci, cpu or gpu (see model.training.PRESETS)")
@@ -100,11 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     network = dataclasses.replace(config.network, kind=args.kind) if args.kind else config.network
     config = dataclasses.replace(config, network=network, **overrides)
 
-    volumes: list[Volume] = (
-        [mni152_volume(args.mni152_resolution)] if args.mni152 else list(folder_volumes(args.data, args.nifti_modality))
-    )
+    if args.platform:
+        token = os.environ.get("ONCOSTRUCT_TOKEN", "")
+        if not token:
+            print("--platform needs a bearer token in ONCOSTRUCT_TOKEN (make token)", file=sys.stderr)
+            return 2
+        normals = PlatformSource(
+            args.annotations_url,
+            args.imaging_url,
+            token,
+            args.platform,
+            statuses=tuple(args.label_status or ["approved"]),
+        )
+        volumes = list(platform_volumes(normals))
+    elif args.mni152:
+        volumes = [mni152_volume(args.mni152_resolution)]
+    else:
+        volumes = list(folder_volumes(args.data, args.nifti_modality))
     if not volumes:
-        print(f"no NIfTI files or DICOM MR/CT series under {args.data}", file=sys.stderr)
+        where = f"labelled normal in project {args.platform}" if args.platform else f"under {args.data}"
+        print(f"no NIfTI files or DICOM MR/CT series {where}", file=sys.stderr)
         return 2
     slices = slice_set(volumes, config.network.size)
     train_index, heldout_index = block_split(slices.position)
@@ -132,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
     }
     onnx_path = export_onnx(net, config.dissimilarity, args.out / "model.onnx", metadata={"training": record})
-    (args.out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     calibration = heldout_set if len(heldout_set) else train_set
     threshold = calibrate_model_threshold(onnx_path, calibration.images, calibration.masks)
     record["anomaly_threshold"] = threshold
+    (args.out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     if args.repository is not None:
         serving = ServingConfig(name=args.model_name, size=config.network.size, anomaly_threshold=threshold)
         model_dir = write_model_repository(args.repository, onnx_path, serving, version=args.model_version)

@@ -85,11 +85,13 @@ def dicom_volumes(folder: Path) -> list[Volume]:
         series[str(dataset.SeriesInstanceUID)].append(dataset)
     volumes = []
     for uid, datasets in sorted(series.items()):
-        volumes.append(_stack(uid, datasets))
+        volumes.append(stack_series(uid, datasets))
     return volumes
 
 
-def _stack(uid: str, datasets: list[pydicom.Dataset]) -> Volume:
+def stack_series(uid: str, datasets: list[pydicom.Dataset]) -> Volume:
+    """One series' instances as a volume: ordered along the slice normal, stored values rescaled."""
+
     def position(ds: pydicom.Dataset) -> float:
         orientation = np.asarray(ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=np.float64)
         normal = np.cross(orientation[:3], orientation[3:])
