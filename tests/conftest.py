@@ -57,7 +57,7 @@ def service_settings(
             "auth_issuer": issuer.url,
             "auth_client_secret": SERVICE_CLIENT_SECRET,
         }
-        if name in ("imaging", "reconstruction"):
+        if name in ("imaging", "annotations", "reconstruction"):
             values["storage_path"] = tmp_path_factory.mktemp(f"{name}-storage")
         values.update(overrides)
         return _settings_class(name)(**values)

@@ -12,7 +12,7 @@ from tests.support import LiveServer, PostgresServer, free_port
 
 def test_readyz_reports_the_live_imaging_service(annotations_url: str) -> None:
     body = httpx.get(annotations_url + "/readyz").json()
-    assert body == {"status": "ready", "checks": {"database": "ok", "imaging": "ok"}}
+    assert body == {"status": "ready", "checks": {"database": "ok", "queue": "ok", "imaging": "ok"}}
 
 
 def test_unreachable_imaging_is_reported_without_making_the_service_unready(

@@ -8,23 +8,32 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from oncostruct_shared.dicomweb import DicomwebClient
 from oncostruct_shared.http import build_http_client, service_auth
 from oncostruct_shared.observability import Readiness, readyz_url, upstream_ready
+from oncostruct_shared.queue import QueueService, create_queue_app
 from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import ProblemSurface
 
 from . import __version__
 from .api import annotations as annotations_api
-from .api import exports, projects, schemas
+from .api import datasets, exports, projects, schemas
 from .clients.clinical import ClinicalClient
 from .clients.imaging import ImagingClient
 from .config import Settings
+from .dataset.clinical_context import ClinicalReader
+from .dataset.export import QUEUE as DATASET_QUEUE
+from .dataset.export import DatasetExports
 from .repository import ensure_default_schema
 from .schemas import AnnotationCreate
 
 
 async def _no_image_check(_: AnnotationCreate) -> None:
     return None
+
+
+async def _queue_ready(app: FastAPI) -> None:
+    await app.state.queue.check()
 
 
 async def _imaging_ready(app: FastAPI) -> None:
@@ -45,14 +54,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         clinical_http = build_http_client(
             settings,
             settings.clinical_url,
-            auth=service_auth(settings, scope="system/Observation.cru system/Condition.cru system/Patient.r"),
+            auth=service_auth(settings, scope="system/Observation.cru system/Condition.cru system/*.rs"),
         )
         app.state.imaging_http = imaging_http
         app.state.imaging = ImagingClient(imaging_http)
         app.state.image_check = app.state.imaging.check if settings.verify_images else _no_image_check
         app.state.clinical = ClinicalClient(clinical_http)
+        database_url = settings.database_url.get_secret_value()
+        queue = create_queue_app(database_url, settings.queue_schema)
+        app.state.datasets = DatasetExports(
+            queue,
+            app.state.db.sessionmaker,
+            DicomwebClient(imaging_http),
+            ClinicalReader(clinical_http),
+            settings.storage_path,
+        )
+        app.state.queue = QueueService(
+            queue, database_url, settings.queue_schema, [DATASET_QUEUE], worker=settings.queue_worker
+        )
         try:
-            yield
+            async with app.state.queue:
+                yield
         finally:
             await imaging_http.aclose()
             await clinical_http.aclose()
@@ -65,9 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             description="Patient-, series- and ROI-level labels with review and provenance. "
             "Errors are RFC 9457 problem details (application/problem+json).",
             version=__version__,
-            routers=[schemas.router, projects.router, annotations_api.router, exports.router],
+            routers=[schemas.router, projects.router, annotations_api.router, exports.router, datasets.router],
             migrations_dir=Path(__file__).parent / "migrations",
             lifespan=lifespan,
-            readiness_checks={"imaging": Readiness(_imaging_ready, required=False)},
+            readiness_checks={
+                "queue": Readiness(_queue_ready),
+                "imaging": Readiness(_imaging_ready, required=False),
+            },
         )
     )

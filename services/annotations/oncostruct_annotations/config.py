@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -23,5 +24,10 @@ class Settings(ServiceSettings):
     verify_images: bool = Field(
         True, description="Check series and ROI annotations against the imaging service (series exists, geometry fits)."
     )
+    storage_path: Path = Field(
+        Path(".local/storage/annotations"), description="Folder of dataset export archives and their staging."
+    )
+    queue_schema: str = Field("oncostruct_jobs", description="PostgreSQL schema of the suite's job queue.")
+    queue_worker: bool = Field(True, description="Run this service's job worker (dataset exports) in the process.")
     page_size_default: int = Field(50, ge=1, le=1000, description="Items per page when `limit` is not sent.")
     page_size_max: int = Field(500, ge=1, le=10000, description="Largest `limit` accepted.")
