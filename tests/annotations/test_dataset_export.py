@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
+from tests.annotations.fhir_link import approve as _approve
+from tests.annotations.fhir_link import wait_for_imaging_study
 from tests.reconstruction.brain_series import BrainSeries, brain_series
 from tests.support import Issuer, bearer
 
@@ -30,30 +32,6 @@ TUMOUR = [[10, 20], [30, 20], [30, 40], [10, 40]]  # a 20 × 20 pixel square (pi
 SNOMED, AJCC = "http://snomed.info/sct", "http://cancerstaging.org"
 MCODE = "http://hl7.org/fhir/us/mcode/StructureDefinition"
 NODE = [[50, 60], [54, 60], [54, 63], [50, 63]]
-
-
-def _wait_for_patient(clinical: httpx.Client, study_uid: str) -> str:
-    """The FHIR Patient the imaging service linked the study to (its ImagingStudy job runs after the store)."""
-    deadline = time.monotonic() + 60
-    while True:
-        bundle = clinical.get("/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{study_uid}"}).json()
-        entries = bundle.get("entry", [])
-        if entries:
-            reference: str = entries[0]["resource"]["subject"]["reference"]
-            return reference.split("/")[-1]
-        assert time.monotonic() < deadline, "the imaging service did not link the study to a FHIR ImagingStudy"
-        time.sleep(0.3)
-
-
-def _approve(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    created = api.post("/annotations", json=body)
-    assert created.status_code == 201, created.text
-    identifier = created.json()["id"]
-    api.post(f"/annotations/{identifier}/submit", headers={"If-Match": '"1"'}).raise_for_status()
-    approved = api.post(f"/annotations/{identifier}/approve", headers={"If-Match": '"2"'})
-    approved.raise_for_status()
-    result: dict[str, Any] = approved.json()
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +46,7 @@ def cohort(annotations_url: str, imaging_url: str, clinical_url: str, issuer: Is
     for item in series.values():
         dicomweb.store_instances(item.datasets)
     with httpx.Client(base_url=f"{clinical_url}/fhir", headers=bearer(token), timeout=30) as clinical:
-        patients = {name: _wait_for_patient(clinical, item.study_uid) for name, item in series.items()}
+        patients = {name: wait_for_imaging_study(clinical, item.study_uid)[1] for name, item in series.items()}
         subject = {"reference": f"Patient/{patients['A']}"}
         clinical.post(
             "/Condition",

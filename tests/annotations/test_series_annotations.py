@@ -14,6 +14,7 @@ import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 
+from tests.annotations.fhir_link import approve as approve_annotation
 from tests.imaging.factory import ct_dataset, new_uid
 from tests.support import Issuer, bearer
 
@@ -80,12 +81,7 @@ def test_geometry_that_does_not_fit_the_series_is_unprocessable(
 
 
 def approve(api: httpx.Client, body: dict[str, Any]) -> str:
-    annotation = api.post("/annotations", json=body)
-    assert annotation.status_code == 201, annotation.text
-    identifier = annotation.json()["id"]
-    api.post(f"/annotations/{identifier}/submit", headers={"If-Match": '"1"'}).raise_for_status()
-    api.post(f"/annotations/{identifier}/approve", headers={"If-Match": '"2"'}).raise_for_status()
-    return str(identifier)
+    return str(approve_annotation(api, body)["id"])
 
 
 def test_export_writes_a_valid_seg_and_sr_to_imaging(

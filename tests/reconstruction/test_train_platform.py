@@ -11,6 +11,7 @@ from dicomweb_client.api import DICOMwebClient
 
 from oncostruct_reconstruction.model.platform import PlatformSource, normal_series
 from oncostruct_reconstruction.train import main
+from tests.annotations.fhir_link import approve as approve_annotation
 from tests.reconstruction.brain_series import BrainSeries, brain_series
 from tests.support import Issuer, bearer
 
@@ -18,9 +19,7 @@ SCOPES = ("annotations.read", "annotations.write", "annotations.review", "dicomw
 
 
 @pytest.fixture(scope="module")
-def labelled(
-    annotations_url: str, imaging_url: str, issuer: Issuer
-) -> tuple[PlatformSource, dict[str, BrainSeries]]:
+def labelled(annotations_url: str, imaging_url: str, issuer: Issuer) -> tuple[PlatformSource, dict[str, BrainSeries]]:
     """Three stored series: one labelled normal and approved, one normal but only a draft, one abnormal."""
     token = issuer.token(*SCOPES, subject="radiologist")
     dicomweb = DICOMwebClient(f"{imaging_url}/dicomweb", headers={"Authorization": f"Bearer {token}"})
@@ -30,16 +29,12 @@ def labelled(
         project = api.post("/projects", json={"name": "Normal brains"}).json()["id"]
         for name, value, approve in (("a", "normal", True), ("b", "normal", False), ("c", "abnormal", True)):
             dicomweb.store_instances(series[name].datasets)
-            created = api.post(
-                "/annotations",
-                json={"project_id": project, "level": "series", "label": "normality", "value": value,
-                      "study_uid": series[name].study_uid, "series_uid": series[name].series_uid},
-            )  # fmt: skip
-            assert created.status_code == 201, created.text
+            body = {"project_id": project, "level": "series", "label": "normality", "value": value,
+                    "study_uid": series[name].study_uid, "series_uid": series[name].series_uid}  # fmt: skip
             if approve:
-                identifier = created.json()["id"]
-                api.post(f"/annotations/{identifier}/submit", headers={"If-Match": '"1"'}).raise_for_status()
-                api.post(f"/annotations/{identifier}/approve", headers={"If-Match": '"2"'}).raise_for_status()
+                approve_annotation(api, body)
+            else:
+                assert api.post("/annotations", json=body).status_code == 201
     return PlatformSource(base, f"{imaging_url}/dicomweb", token, project), series
 
 

@@ -54,19 +54,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         clinical_http = build_http_client(
             settings,
             settings.clinical_url,
-            auth=service_auth(settings, scope="system/Observation.cru system/Condition.cru system/*.rs"),
+            auth=service_auth(
+                settings, scope="system/Observation.cru system/Condition.cru system/BodyStructure.cru system/*.rs"
+            ),
         )
         app.state.imaging_http = imaging_http
         app.state.imaging = ImagingClient(imaging_http)
         app.state.image_check = app.state.imaging.check if settings.verify_images else _no_image_check
         app.state.clinical = ClinicalClient(clinical_http)
+        app.state.clinical_reader = ClinicalReader(clinical_http)
         database_url = settings.database_url.get_secret_value()
         queue = create_queue_app(database_url, settings.queue_schema)
         app.state.datasets = DatasetExports(
             queue,
             app.state.db.sessionmaker,
             DicomwebClient(imaging_http),
-            ClinicalReader(clinical_http),
+            app.state.clinical_reader,
             settings.storage_path,
         )
         app.state.queue = QueueService(

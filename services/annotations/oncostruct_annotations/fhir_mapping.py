@@ -136,3 +136,116 @@ def mcode_resource(
             if key in members
         ]
     return observation
+
+
+# --- series- and ROI-level findings -------------------------------------------------------------
+
+TRACKING_SYSTEM = "urn:oncostruct:lesion-tracking"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+def _value(definition: LabelDefinition, value: Any) -> dict[str, Any]:
+    """The ``value[x]`` of an Observation (or component) for a label value."""
+    if definition.value_type == "category":
+        return {"valueCodeableConcept": _coding(definition, str(value))}
+    if definition.value_type == "boolean":
+        return {"valueBoolean": bool(value)}
+    if definition.value_type == "number":
+        quantity: dict[str, Any] = {"value": value}
+        if definition.unit:
+            quantity |= {"unit": definition.unit, "system": "http://unitsofmeasure.org", "code": definition.unit}
+        return {"valueQuantity": quantity}
+    return {"valueString": str(value)}
+
+
+def _concept(definition: LabelDefinition) -> dict[str, Any]:
+    concept = definition.concept
+    return {"coding": [{"system": concept.system, "code": concept.code, "display": concept.display}]}
+
+
+def tracked_lesion_id(project_id: str, patient_id: str, tracking_id: str) -> str:
+    """The BodyStructure id of a tracked lesion: the same for every annotation of it in the project."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"oncostruct:{project_id}:{patient_id}:{tracking_id}"))
+
+
+def finding_resources(
+    schema: SchemaDefinition,
+    *,
+    annotation_id: str,
+    project_id: str,
+    label: str,
+    value: Any,
+    attributes: dict[str, Any],
+    tracking_id: str | None,
+    status: str,
+    patient_id: str,
+    imaging_study_id: str,
+    series_uid: str,
+    recorded: datetime,
+    author: str,
+) -> list[dict[str, Any]]:
+    """A series- or ROI-level finding as an imaging Observation ``derivedFrom`` its ImagingStudy.
+
+    Multi-valued labels become one component per value; ROI attributes (margin, internal structure …)
+    become components too. A tracked lesion (``tracking_id``) is a BodyStructure — one per lesion and
+    patient in the project, so follow-up studies point at the same one — that the Observation has as
+    its ``focus``. Returns the resources in the order they must be written (BodyStructure first).
+    """
+    definition = schema.label(label)
+    if definition is None:
+        raise ValueError(f"label {label!r} is not in the schema")
+    subject = {"reference": f"Patient/{patient_id}"}
+    resources: list[dict[str, Any]] = []
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": annotation_id,
+        "identifier": _identifier(annotation_id),
+        "status": OBSERVATION_STATUS.get(status, "preliminary"),
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "imaging"}]}],
+        "code": _concept(definition),
+        "subject": subject,
+        "effectiveDateTime": recorded.isoformat(timespec="seconds"),
+        "derivedFrom": [{"reference": f"ImagingStudy/{imaging_study_id}", "display": f"series {series_uid}"}],
+        "note": [{"text": f"Recorded by {author} in OncoStruct annotation {annotation_id}."}],
+    }
+    components = []
+    if definition.value_type == "categories":
+        components += [{"code": _concept(definition), **_value_of_category(definition, v)} for v in value or []]
+    elif value is not None:
+        observation |= _value(definition, value)
+    for key, attribute_value in sorted(attributes.items()):
+        attribute = schema.label(key)
+        if attribute is None:
+            continue
+        values = attribute_value if attribute.value_type == "categories" else [attribute_value]
+        for item in values:
+            components.append(
+                {
+                    "code": _concept(attribute),
+                    **(_value_of_category(attribute, item) if attribute.values else _value(attribute, item)),
+                }
+            )
+    if components:
+        observation["component"] = components
+    if tracking_id:
+        lesion_id = tracked_lesion_id(project_id, patient_id, tracking_id)
+        lesion: dict[str, Any] = {
+            "resourceType": "BodyStructure",
+            "id": lesion_id,
+            "identifier": [{"system": TRACKING_SYSTEM, "value": f"{project_id}/{tracking_id}"}],
+            "active": True,
+            "description": f"Tracked lesion {tracking_id}",
+            "patient": subject,
+        }
+        if definition.values and value is not None and definition.value_type == "category":
+            lesion["morphology"] = _coding(definition, str(value))
+        resources.append(lesion)
+        observation["focus"] = [{"reference": f"BodyStructure/{lesion_id}"}]
+    resources.append(observation)
+    return resources
+
+
+def _value_of_category(definition: LabelDefinition, value: Any) -> dict[str, Any]:
+    return {"valueCodeableConcept": _coding(definition, str(value))}

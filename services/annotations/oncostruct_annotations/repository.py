@@ -10,9 +10,17 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from oncostruct_shared.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from oncostruct_shared.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+    UpstreamUnavailable,
+)
 
-from .fhir_mapping import mcode_resource, written_through
+from .dataset.clinical_context import ClinicalReader
+from .fhir_mapping import finding_resources, mcode_resource, written_through
 from .geometry import Mask, extent, images_of
 from .models import AnnotationRow, CommentRow, LabelSchemaRow, MemberRow, ProjectRow, RevisionRow
 from .schemas import AnnotationCreate, AnnotationUpdate, LabelSchemaCreate, ProjectCreate, Role
@@ -484,10 +492,47 @@ async def list_comments(session: AsyncSession, annotation_id: uuid.UUID) -> list
 
 
 def write_through_needed(row: AnnotationRow, target: Status) -> bool:
-    """Whether moving ``row`` to ``target`` changes clinical truth (approval, or deleting an approved label)."""
-    if row.level != Level.patient.value or not written_through(row.label):
+    """Whether moving ``row`` to ``target`` changes clinical truth (approval, or deleting an approved label).
+
+    Patient-level labels with an mCODE resource, and every series- and ROI-level finding.
+    """
+    if row.level == Level.patient.value and not written_through(row.label):
         return False
     return target == Status.approved or (target == Status.deleted and row.status == Status.approved.value)
+
+
+async def finding_resources_of(
+    session: AsyncSession, row: AnnotationRow, target: Status, clinical: ClinicalReader
+) -> list[dict[str, Any]]:
+    """The FHIR resources of a series- or ROI-level finding once it is ``target``.
+
+    Raises :class:`UpstreamUnavailable` while the imaging service has not yet linked the study to a
+    FHIR ImagingStudy (it does so right after the store): the finding is written once it can point at it.
+    """
+    if row.study_uid is None or row.series_uid is None:  # series and ROI levels always have them
+        raise Unprocessable(f"Annotation {row.id} names no series.")
+    linked = await clinical.imaging_study(row.study_uid)
+    if linked is None:
+        raise UpstreamUnavailable(
+            f"Study {row.study_uid} has no FHIR ImagingStudy in the clinical service yet; try again shortly.",
+            headers={"Retry-After": "2"},
+        )
+    schema = SchemaDefinition.model_validate((await get_schema(session, row.schema_id)).definition)
+    return finding_resources(
+        schema,
+        annotation_id=str(row.id),
+        project_id=str(row.project_id),
+        label=row.label,
+        value=row.value,
+        attributes=row.attributes or {},
+        tracking_id=row.tracking_id,
+        status=target.value,
+        patient_id=linked[1],
+        imaging_study_id=linked[0],
+        series_uid=row.series_uid,
+        recorded=row.created_at,
+        author=row.author,
+    )
 
 
 async def clinical_resource(session: AsyncSession, row: AnnotationRow, target: Status) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ..repository import (
     apply_action,
     check_version,
     clinical_resource,
+    finding_resources_of,
     get_annotation,
     get_project,
     list_annotations,
@@ -223,9 +224,13 @@ async def _act(
     await require_role(session, row.project_id, principal.subject, *(REVIEWERS if review else WRITERS))
     check_version(row, version)
     if step is not None and write_through_needed(row, step.target):
-        # Clinical first: if it does not store the resource, the annotation does not change either.
-        resource = await clinical_resource(session, row, step.target)
-        await request.app.state.clinical.update(resource)
+        # Clinical first: if it does not store the resources, the annotation does not change either.
+        if row.level == Level.patient.value:
+            resources = [await clinical_resource(session, row, step.target)]
+        else:
+            resources = await finding_resources_of(session, row, step.target, request.app.state.clinical_reader)
+        for resource in resources:
+            await request.app.state.clinical.update(resource)
     return _public(await apply_action(session, row, action, principal.subject), response)
 
 

@@ -90,14 +90,19 @@ class ClinicalReader:
                     patients.add(match.group(1))
         return patients
 
-    async def study_patient(self, study_uid: str) -> str | None:
-        """The Patient id of a study's ImagingStudy, or None while the study is not linked."""
+    async def imaging_study(self, study_uid: str) -> tuple[str, str] | None:
+        """(ImagingStudy id, Patient id) of a study, or None while the imaging service has not linked it."""
         studies = await self.search("ImagingStudy", [("identifier", f"urn:dicom:uid|urn:oid:{study_uid}")])
         for study in studies:
             match = _PATIENT_REF.search(str((study.get("subject") or {}).get("reference", "")))
             if match:
-                return match.group(1)
+                return str(study["id"]), match.group(1)
         return None
+
+    async def study_patient(self, study_uid: str) -> str | None:
+        """The Patient id of a study's ImagingStudy, or None while the study is not linked."""
+        found = await self.imaging_study(study_uid)
+        return found[1] if found else None
 
     async def everything(self, patient_id: str) -> list[dict[str, Any]]:
         """The patient's compartment (``Patient/{id}/$everything``)."""
