@@ -285,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["skipped"].append(f"torch.compile max-autotune: {type(error).__name__}: {error}"[:500])
         else:
             results["skipped"].append("torch.compile max-autotune: not asked for (--autotune) or budget")
-        best = max(
-            (row for row in results["throughput"] if row["batch"] == large), key=lambda row: row["slices_per_s"]
-        )
+        best = max((row for row in results["throughput"] if row["batch"] == large), key=lambda row: row["slices_per_s"])
         results["best_large_batch"] = best
 
     try:
