@@ -10,6 +10,7 @@ from typing import Any
 
 import highdicom as hd
 import httpx
+import numpy as np
 import pytest
 import requests
 from dicomweb_client import DICOMwebClient
@@ -128,3 +129,49 @@ def test_export_without_matching_annotations_is_unprocessable(
     response = api.post("/exports/dicom", json={"project_id": project, "study_uid": series["study"],
                                                 "series_uid": series["series"], "statuses": ["approved"]})  # fmt: skip
     assert response.status_code == 422
+
+
+def test_seg_and_sr_import_into_another_project(api: httpx.Client, project: str, series: dict[str, Any]) -> None:
+    square = [[10, 10], [30, 10], [30, 30], [10, 30]]
+    approve(api, roi(project, series, polygon(series["sops"][2], square), attributes={"margin": "lobulated"},
+                     tracking_id="lesion-9"))  # fmt: skip
+    approve(api, {"project_id": project, "level": "series", "label": "exam_purpose", "value": "follow_up",
+                  "study_uid": series["study"], "series_uid": series["series"]})  # fmt: skip
+    exported = api.post("/exports/dicom", json={"project_id": project, "study_uid": series["study"],
+                                                "series_uid": series["series"]}).json()  # fmt: skip
+    target = str(api.post("/projects", json={"name": f"import-{uuid.uuid4().hex[:8]}"}).json()["id"])
+
+    def import_series(series_uid: str) -> httpx.Response:
+        body = {"project_id": target, "study_uid": series["study"], "series_uid": series_uid}
+        return api.post("/imports/dicom", json=body)
+
+    from_seg = import_series(exported["segmentation"]["series_instance_uid"])
+    assert from_seg.status_code == 200, from_seg.text
+    assert from_seg.json()["created"] == 1
+    mask = api.get(f"/annotations/{from_seg.json()['ids'][0]}").json()
+    assert (mask["level"], mask["label"], mask["value"], mask["status"]) == ("roi", "lesion", "primary_tumour", "draft")
+    assert mask["series_uid"] == series["series"]  # on the source images, not on the SEG series
+    assert mask["geometry"]["type"] == "mask"
+    assert mask["geometry"]["sop_instance_uids"] == [series["sops"][2]]
+    assert mask["tracking_id"] == "lesion-9"
+    from_sr = import_series(exported["report"]["series_instance_uid"])
+    assert from_sr.status_code == 200, from_sr.text
+    imported = [api.get(f"/annotations/{i}").json() for i in from_sr.json()["ids"]]
+    by_level = {item["level"]: item for item in imported}
+    assert by_level["series"]["label"] == "exam_purpose"
+    assert by_level["series"]["value"] == "follow_up"
+    assert by_level["roi"]["geometry"]["type"] == "polygon"
+    assert np.allclose(by_level["roi"]["geometry"]["points"], square, atol=1e-4)
+    assert by_level["roi"]["attributes"] == {"margin": "lobulated"}
+    again = import_series(exported["report"]["series_instance_uid"])
+    assert (again.json()["created"], again.json()["existing"]) == (0, len(imported))  # idempotent
+
+
+def test_importing_a_series_that_is_not_seg_or_sr_is_unprocessable(
+    api: httpx.Client, project: str, series: dict[str, Any]
+) -> None:
+    body = {"project_id": project, "study_uid": series["study"], "series_uid": series["series"]}
+    response = api.post("/imports/dicom", json=body)
+    assert response.status_code == 422
+    assert "no DICOM SEG or SR" in response.json()["detail"]
+    assert api.get("/annotations", params={"project_id": project}).json()["items"] == []

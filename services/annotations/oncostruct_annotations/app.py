@@ -17,7 +17,7 @@ from oncostruct_shared.surfaces import ProblemSurface
 
 from . import __version__
 from .api import annotations as annotations_api
-from .api import datasets, exports, projects, schemas
+from .api import datasets, exports, imports, projects, schemas
 from .clients.clinical import ClinicalClient
 from .clients.imaging import ImagingClient
 from .config import Settings
@@ -90,7 +90,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             description="Patient-, series- and ROI-level labels with review and provenance. "
             "Errors are RFC 9457 problem details (application/problem+json).",
             version=__version__,
-            routers=[schemas.router, projects.router, annotations_api.router, exports.router, datasets.router],
+            routers=[
+                schemas.router,
+                projects.router,
+                annotations_api.router,
+                exports.router,
+                imports.router,
+                datasets.router,
+            ],
             migrations_dir=Path(__file__).parent / "migrations",
             lifespan=lifespan,
             readiness_checks={
