@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -28,7 +29,7 @@ from .repository import ensure_default_schema
 from .schemas import AnnotationCreate
 
 
-async def _no_image_check(_: AnnotationCreate) -> None:
+async def _no_image_check(_: AnnotationCreate, cache: dict[tuple[str, str], Any] | None = None) -> None:
     return None
 
 

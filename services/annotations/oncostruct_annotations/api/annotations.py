@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -14,6 +14,7 @@ from oncostruct_shared.errors import Forbidden, Invalid, OncoStructError
 
 from ..config import Settings
 from ..deps import IfMatchDep, ReaderDep, WriterDep, etag
+from ..models import LabelSchemaRow, ProjectRow
 from ..repository import (
     add_comment,
     apply_action,
@@ -22,6 +23,7 @@ from ..repository import (
     finding_resources_of,
     get_annotation,
     get_project,
+    get_schema,
     list_annotations,
     list_comments,
     list_revisions,
@@ -89,12 +91,18 @@ async def create(
 async def create_many(data: BulkCreate, request: Request, session: SessionDep, principal: WriterDep) -> BulkResult:
     """Create many annotations in one transaction (all or none); items whose `client_key` exists are skipped."""
     rows = []
+    images: dict[tuple[str, str], Any] = {}  # each series' images, asked for once per request
+    projects: dict[uuid.UUID, tuple[ProjectRow, LabelSchemaRow | None]] = {}  # checked once per request
     for index, item in enumerate(data.items):
-        await require_role(session, item.project_id, principal.subject, *WRITERS)
-        project = await get_project(session, item.project_id)
+        if item.project_id not in projects:
+            await require_role(session, item.project_id, principal.subject, *WRITERS)
+            found = await get_project(session, item.project_id)
+            schema = await get_schema(session, found.schema_id) if found.schema_id else None
+            projects[item.project_id] = (found, schema)
+        project, schema = projects[item.project_id]
         try:
-            rows.append(await prepare_annotation(session, project, item, _author(principal, item.author)))
-            await request.app.state.image_check(item)
+            rows.append(await prepare_annotation(session, project, item, _author(principal, item.author), schema))
+            await request.app.state.image_check(item, images)
         except OncoStructError as exc:  # name the failing item, keep the error's own type
             expression = [f"items[{index}].{location}" for location in exc.expression]
             raise type(exc)(f"items[{index}]: {exc.detail}", expression=expression, headers=exc.headers) from exc

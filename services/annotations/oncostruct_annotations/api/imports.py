@@ -131,6 +131,7 @@ async def import_dicom(
     finally:
         await asyncio.to_thread(shutil.rmtree, folder, True)
     rows = []
+    seen_series: dict[tuple[str, str], Any] = {}
     for index, (item, sources) in enumerate(items):
         fields = annotation_fields(item)
         if isinstance(item, RoiInput):
@@ -150,7 +151,7 @@ async def import_dicom(
         )  # fmt: skip
         try:
             rows.append(await prepare_annotation(session, project, body, author))
-            await request.app.state.image_check(body)
+            await request.app.state.image_check(body, seen_series)
         except OncoStructError as exc:
             raise type(exc)(f"item {index}: {exc.detail}", expression=exc.expression, headers=exc.headers) from exc
     if not rows:

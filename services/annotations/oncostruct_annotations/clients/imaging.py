@@ -32,33 +32,41 @@ class ImagingClient:
     async def series_images(self, study_uid: str, series_uid: str) -> dict[str, tuple[int, int, int]]:
         """SOP Instance UID → (rows, columns, frames) of every instance in the series.
 
+        Pages through QIDO-RS (``limit``/``offset``), since an origin cuts long answers.
         Raises :class:`Unprocessable` when the imaging service does not know the series.
         """
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            ("includefield", tag) for tag in (ROWS, COLUMNS, FRAMES)
-        ]
-        try:
-            response = await self.http.get(
-                f"/studies/{study_uid}/series/{series_uid}/instances",
-                params=params,
-                headers={"Accept": "application/dicom+json"},
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, "The imaging service") from exc
-        if response.status_code in (204, 404):
+        images: dict[str, tuple[int, int, int]] = {}
+        page = 1000
+        while True:
+            params: list[tuple[str, str | int | float | bool | None]] = [
+                *(("includefield", tag) for tag in (ROWS, COLUMNS, FRAMES)),
+                ("limit", page),
+                ("offset", len(images)),
+            ]
+            try:
+                response = await self.http.get(
+                    f"/studies/{study_uid}/series/{series_uid}/instances",
+                    params=params,
+                    headers={"Accept": "application/dicom+json"},
+                )
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, "The imaging service") from exc
+            if response.status_code == 404:
+                break
+            raise_for_upstream(response, "The imaging service")
+            datasets: list[dict[str, Any]] = response.json() if response.status_code != 204 and response.content else []
+            before = len(images)
+            for item in datasets:
+                images[str(_first(item, SOP_INSTANCE_UID))] = (
+                    int(_first(item, ROWS, 0)),
+                    int(_first(item, COLUMNS, 0)),
+                    int(_first(item, FRAMES, 1) or 1),
+                )
+            if len(images) == before or (len(datasets) < page and "warning" not in response.headers):
+                break
+        if not images:
             raise Unprocessable(f"Series {series_uid} of study {study_uid} is not in the imaging service.")
-        raise_for_upstream(response, "The imaging service")
-        datasets: list[dict[str, Any]] = response.json() if response.content else []
-        if not datasets:
-            raise Unprocessable(f"Series {series_uid} of study {study_uid} is not in the imaging service.")
-        return {
-            str(_first(item, SOP_INSTANCE_UID)): (
-                int(_first(item, ROWS, 0)),
-                int(_first(item, COLUMNS, 0)),
-                int(_first(item, FRAMES, 1) or 1),
-            )
-            for item in datasets
-        }
+        return images
 
     async def series_metadata(self, study_uid: str, series_uid: str) -> list[Dataset]:
         """The series' instance metadata (WADO-RS, PS3.18 §10.4.1.1.2) as pydicom datasets without bulk data."""
@@ -77,10 +85,19 @@ class ImagingClient:
         """STOW-RS the datasets into the study (PS3.18 §10.5); raise unless every instance was stored."""
         return await DicomwebClient(self.http).store(study_uid, datasets)
 
-    async def check(self, data: AnnotationCreate) -> None:
-        """Check that a series or ROI annotation names a stored series and its geometry fits the images."""
+    async def check(self, data: AnnotationCreate, cache: dict[tuple[str, str], Any] | None = None) -> None:
+        """Check that a series or ROI annotation names a stored series and its geometry fits the images.
+
+        ``cache`` (one per request) keeps each series' images, so a bulk request asks once per series.
+        """
         if data.level == Level.patient or data.study_uid is None or data.series_uid is None:
             return
-        images = await self.series_images(data.study_uid, data.series_uid)
+        key = (data.study_uid, data.series_uid)
+        if cache is not None and key in cache:
+            images = cache[key]
+        else:
+            images = await self.series_images(data.study_uid, data.series_uid)
+            if cache is not None:
+                cache[key] = images
         if data.level == Level.roi and data.geometry is not None:
             check_geometry_fits(data.geometry, images)
