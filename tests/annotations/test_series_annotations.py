@@ -175,3 +175,29 @@ def test_importing_a_series_that_is_not_seg_or_sr_is_unprocessable(
     assert response.status_code == 422
     assert "no DICOM SEG or SR" in response.json()["detail"]
     assert api.get("/annotations", params={"project_id": project}).json()["items"] == []
+
+
+def test_measurements_in_mm_come_from_the_image_geometry(
+    api: httpx.Client, project: str, series: dict[str, Any]
+) -> None:
+    # The factory's CT has Pixel Spacing 0.7 mm and Slice Thickness 1 mm.
+    square = api.post(
+        "/annotations", json=roi(project, series, polygon(series["sops"][0], [[10, 10], [30, 10], [30, 30], [10, 30]]))
+    )
+    assert square.status_code == 201, square.text
+    assert square.json()["measurements"] == {"area_mm2": pytest.approx(196.0), "perimeter_mm": pytest.approx(56.0)}
+    line = {"type": "line", "sop_instance_uid": series["sops"][1], "points": [[0, 0], [30, 40]]}
+    measured = api.post("/annotations", json=roi(project, series, line)).json()["measurements"]
+    assert measured == {"length_mm": pytest.approx(35.0)}
+    contours = {
+        "type": "contours",
+        "polygons": [polygon(sop, [[0, 0], [10, 0], [10, 10], [0, 10]]) for sop in series["sops"][:3]],
+    }
+    measured = api.post("/annotations", json=roi(project, series, contours)).json()["measurements"]
+    assert measured == {"area_mm2": pytest.approx(147.0), "volume_mm3": pytest.approx(147.0)}
+    # Editing the geometry measures again.
+    identifier = square.json()["id"]
+    edit = {"geometry": polygon(series["sops"][0], [[10, 10], [20, 10], [20, 20], [10, 20]])}
+    smaller = api.patch(f"/annotations/{identifier}", headers={"If-Match": '"1"'}, json=edit)
+    assert smaller.status_code == 200, smaller.text
+    assert smaller.json()["measurements"]["area_mm2"] == pytest.approx(49.0)

@@ -29,7 +29,9 @@ from .repository import ensure_default_schema
 from .schemas import AnnotationCreate
 
 
-async def _no_image_check(_: AnnotationCreate, cache: dict[tuple[str, str], Any] | None = None) -> None:
+async def _no_image_check(
+    _: AnnotationCreate, cache: dict[tuple[str, str], Any] | None = None
+) -> dict[str, float] | None:
     return None
 
 

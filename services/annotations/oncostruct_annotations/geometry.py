@@ -13,13 +13,23 @@ import base64
 import binascii
 import math
 import zlib
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Uid = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
 Coordinate = tuple[float, float]
 MAX_MASK_VOXELS = 512 * 512 * 1000
+
+
+class ImageInfo(NamedTuple):
+    """What the imaging service says of one instance: its grid and, when present, its spacing in mm."""
+
+    rows: int
+    columns: int
+    frames: int
+    spacing: tuple[float, float] | None = None  # (between rows, between columns): Pixel Spacing order
+    thickness: float | None = None
 
 
 def _finite(points: list[Coordinate]) -> list[Coordinate]:
@@ -134,3 +144,58 @@ def extent(geometry: Polygon | Polyline | Point | Contours | Mask) -> tuple[floa
     else:
         points = list(geometry.points)
     return max(p[0] for p in points), max(p[1] for p in points)
+
+
+def _polygon_area(points: list[Coordinate], column_mm: float, row_mm: float) -> float:
+    twice = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(points, [*points[1:], points[0]], strict=True))
+    return abs(twice) / 2.0 * column_mm * row_mm
+
+
+def _path_length(points: list[Coordinate], column_mm: float, row_mm: float, closed: bool) -> float:
+    ends = [*points[1:], points[0]] if closed else points[1:]
+    return sum(
+        math.hypot((x2 - x1) * column_mm, (y2 - y1) * row_mm) for (x1, y1), (x2, y2) in zip(points, ends, strict=False)
+    )
+
+
+def measure(
+    geometry: Polygon | Polyline | Point | Contours | Mask, images: dict[str, ImageInfo]
+) -> dict[str, float] | None:
+    """Measurements in millimetres from the image geometry (PixelSpacing, PS3.3 §10.7.1.3; SliceThickness).
+
+    ``images`` maps SOP Instance UID → what the imaging service reported of the instance.
+    Lines get ``length_mm``; polygons ``area_mm2`` and ``perimeter_mm``; contours and masks
+    ``area_mm2`` summed over slices and ``volume_mm3`` (area × slice thickness) when every slice
+    has a thickness. None when an image the geometry lies on has no Pixel Spacing.
+    """
+    spacing = {uid: (info.spacing[0], info.spacing[1], info.thickness) for uid, info in images.items() if info.spacing}
+    if any(uid not in spacing for uid, _ in images_of(geometry)):
+        return None
+    if isinstance(geometry, Point):
+        return {}
+    if isinstance(geometry, Polyline):
+        row_mm, column_mm, _ = spacing[geometry.sop_instance_uid]
+        return {"length_mm": round(_path_length(list(geometry.points), column_mm, row_mm, closed=False), 3)}
+    if isinstance(geometry, Polygon):
+        row_mm, column_mm, _ = spacing[geometry.sop_instance_uid]
+        points = list(geometry.points)
+        return {
+            "area_mm2": round(_polygon_area(points, column_mm, row_mm), 3),
+            "perimeter_mm": round(_path_length(points, column_mm, row_mm, closed=True), 3),
+        }
+    areas: list[tuple[float, float | None]] = []
+    if isinstance(geometry, Contours):
+        for polygon in geometry.polygons:
+            row_mm, column_mm, thickness = spacing[polygon.sop_instance_uid]
+            areas.append((_polygon_area(list(polygon.points), column_mm, row_mm), thickness))
+    else:
+        voxels = geometry.voxels()
+        plane = geometry.rows * geometry.columns
+        for index, uid in enumerate(geometry.sop_instance_uids):
+            row_mm, column_mm, thickness = spacing[uid]
+            count = voxels[index * plane : (index + 1) * plane].count(1)
+            areas.append((count * row_mm * column_mm, thickness))
+    result = {"area_mm2": round(sum(area for area, _ in areas), 3)}
+    if all(thickness for _, thickness in areas):
+        result["volume_mm3"] = round(sum(area * (thickness or 0.0) for area, thickness in areas), 3)
+    return result

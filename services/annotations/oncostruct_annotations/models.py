@@ -73,6 +73,7 @@ class AnnotationRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     author: Mapped[str] = mapped_column(String(200))
     client_key: Mapped[str | None] = mapped_column(String(200))
+    measurements: Mapped[dict[str, float] | None] = mapped_column(JSONB)
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -267,15 +268,15 @@ def _check_placement(data: AnnotationCreate) -> None:
         raise Unprocessable("New annotations are draft or proposed.", expression=["status"])
 
 
-def check_geometry_fits(geometry: Any, images: dict[str, tuple[int, int, int]]) -> None:
+def check_geometry_fits(geometry: Any, images: Mapping[str, tuple[int, ...]]) -> None:
     """Check that ``geometry`` lies on images of the series and inside them.
 
-    ``images`` maps SOP Instance UID → (rows, columns, number of frames), as the imaging service reports.
+    ``images`` maps SOP Instance UID → (rows, columns, number of frames, …), as the imaging service reports.
     """
     for uid, frame in images_of(geometry):
         if uid not in images:
             raise Unprocessable(f"Instance {uid} is not in the series.", expression=["geometry"])
-        rows, columns, frames = images[uid]
+        rows, columns, frames = images[uid][:3]
         if frame > frames:
             raise Unprocessable(f"Instance {uid} has {frames} frame(s), not {frame}.", expression=["geometry"])
         reach = extent(geometry)
@@ -317,6 +318,7 @@ class NewAnnotation:
     version: int
     created_at: datetime
     updated_at: datetime
+    measurements: dict[str, float] | None = None
 
 
 NEW_COLUMNS = tuple(field.name for field in dataclasses.fields(NewAnnotation))

@@ -177,6 +177,11 @@ class AnnotationPublic(BaseModel):
     geometry: dict[str, Any] | None
     tracking_id: str | None
     scores: dict[str, Any] | None
+    measurements: dict[str, float] | None = Field(
+        None,
+        description="Computed from the images' Pixel Spacing and Slice Thickness: `length_mm` (lines); "
+        "`area_mm2`, `perimeter_mm` (polygons); `area_mm2`, `volume_mm3` (contours, masks).",
+    )
     status: Status
     author: str
     client_key: str | None

@@ -78,7 +78,7 @@ async def create(
     await require_role(session, data.project_id, principal.subject, *WRITERS)
     project = await get_project(session, data.project_id)
     row = await prepare_annotation(session, project, data, _author(principal, data.author))
-    await request.app.state.image_check(data)
+    row.measurements = await request.app.state.image_check(data)
     [(annotation_id, created)] = await store_annotations(session, [row])
     if not created:
         response.status_code = 200
@@ -101,8 +101,9 @@ async def create_many(data: BulkCreate, request: Request, session: SessionDep, p
             projects[item.project_id] = (found, schema)
         project, schema = projects[item.project_id]
         try:
-            rows.append(await prepare_annotation(session, project, item, _author(principal, item.author), schema))
-            await request.app.state.image_check(item, images)
+            row = await prepare_annotation(session, project, item, _author(principal, item.author), schema)
+            row.measurements = await request.app.state.image_check(item, images)
+            rows.append(row)
         except OncoStructError as exc:  # name the failing item, keep the error's own type
             expression = [f"items[{index}].{location}" for location in exc.expression]
             raise type(exc)(f"items[{index}]: {exc.detail}", expression=expression, headers=exc.headers) from exc
@@ -189,7 +190,7 @@ async def update(
     await require_role(session, row.project_id, principal.subject, *WRITERS)
     check_version(row, version)
     if data.geometry is not None:
-        await request.app.state.image_check(
+        row.measurements = await request.app.state.image_check(
             AnnotationCreate.model_construct(
                 project_id=row.project_id,
                 level=Level(row.level),

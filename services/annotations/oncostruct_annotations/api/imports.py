@@ -150,8 +150,9 @@ async def import_dicom(
              "status": status, "client_key": f"import:{data.series_uid}:{index}"}
         )  # fmt: skip
         try:
-            rows.append(await prepare_annotation(session, project, body, author))
-            await request.app.state.image_check(body, seen_series)
+            row = await prepare_annotation(session, project, body, author)
+            row.measurements = await request.app.state.image_check(body, seen_series)
+            rows.append(row)
         except OncoStructError as exc:
             raise type(exc)(f"item {index}: {exc.detail}", expression=exc.expression, headers=exc.headers) from exc
     if not rows:
