@@ -103,3 +103,20 @@ def test_clinical_outage_leaves_the_annotation_unapproved(
         after = client.get(f"/annotations/{annotation['id']}").json()
     assert after["status"] == "submitted"
     assert after["version"] == 2
+
+
+def test_approved_treatments_are_procedures_and_medication_requests(api: httpx.Client, fhir: SyncFHIRClient) -> None:
+    project = api.post("/projects", json={"name": f"wt-{uuid.uuid4().hex[:8]}"}).json()
+    patient = fhir.resource("Patient", name=[{"family": "Tanaka"}])
+    patient.save()
+    approved = approve(api, project["id"], "treatment", ["surgery", "chemotherapy"], patient.id)
+    procedures = fhir.resources("Procedure").search(subject=f"Patient/{patient.id}").fetch()
+    requests = fhir.resources("MedicationRequest").search(subject=f"Patient/{patient.id}").fetch()
+    assert [p["code"]["coding"][0]["code"] for p in procedures] == ["surgery"]
+    assert procedures[0]["status"] == "completed"
+    assert procedures[0]["category"]["coding"][0]["code"] == "387713003"
+    assert [r["medicationCodeableConcept"]["coding"][0]["code"] for r in requests] == ["chemotherapy"]
+    assert requests[0]["intent"] == "order"
+    assert api.delete(f"/annotations/{approved['id']}", headers={"If-Match": '"3"'}).status_code == 200
+    withdrawn = fhir.resources("MedicationRequest").search(subject=f"Patient/{patient.id}").fetch()
+    assert [r["status"] for r in withdrawn] == ["entered-in-error"]

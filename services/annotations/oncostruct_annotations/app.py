@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings,
             settings.clinical_url,
             auth=service_auth(
-                settings, scope="system/Observation.cru system/Condition.cru system/BodyStructure.cru system/*.rs"
+                settings,
+                scope="system/Observation.cru system/Condition.cru system/BodyStructure.cru "
+                "system/Procedure.cru system/MedicationRequest.cru system/*.rs",
             ),
         )
         app.state.imaging_http = imaging_http

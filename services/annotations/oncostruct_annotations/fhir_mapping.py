@@ -11,8 +11,10 @@ annotation's own id (so writing it again is an idempotent update):
 - ``primary_diagnosis`` → PrimaryCancerCondition (free text: ``code.text``;
   a coded diagnosis needs a coded label, see the README).
 
-``treatment`` has no single mCODE resource (surgery, radiotherapy and drugs are
-different resources) and is not written through yet.
+- ``treatment`` → one resource per value: surgery and radiotherapy as ``Procedure``, drug
+  therapies as ``MedicationRequest`` (mCODE's treatment resources; their mCODE profiles are not
+  claimed, since the schema's treatment values are local codes, not the SNOMED CT procedures and
+  RxNorm medications those profiles bind).
 """
 
 from __future__ import annotations
@@ -32,12 +34,73 @@ PROFILES = {
     "disease_status": f"{MCODE}/mcode-cancer-disease-status",
     "primary_diagnosis": f"{MCODE}/mcode-primary-cancer-condition",
 }
+SNOMED_SYSTEM = "http://snomed.info/sct"
 OBSERVATION_STATUS = {"approved": "final", "deleted": "entered-in-error"}
+
+
+#: Treatment values written as a Procedure (category SNOMED CT), the others as a MedicationRequest.
+PROCEDURES = {
+    "surgery": ("387713003", "Surgical procedure"),
+    "radiotherapy": ("108290001", "Radiation oncology AND/OR radiotherapy"),
+}
 
 
 def written_through(label: str) -> bool:
     """Whether a patient-level label is written to the clinical service."""
-    return label in PROFILES
+    return label in PROFILES or label == "treatment"
+
+
+def treatment_resources(
+    schema: SchemaDefinition,
+    *,
+    annotation_id: str,
+    values: list[str],
+    status: str,
+    patient_id: str,
+    recorded: datetime,
+    author: str,
+) -> list[dict[str, Any]]:
+    """The treatment label as one Procedure or MedicationRequest per value, ids derived from the annotation."""
+    import uuid
+
+    definition = schema.label("treatment")
+    if definition is None:
+        raise ValueError("the schema has no treatment label")
+    resources = []
+    for value in values:
+        resource_id = str(uuid.uuid5(uuid.UUID(annotation_id), value))
+        common: dict[str, Any] = {
+            "id": resource_id,
+            "identifier": [{"system": ANNOTATION_SYSTEM, "value": f"{annotation_id}/{value}"}],
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "note": [{"text": f"Recorded by {author} in OncoStruct annotation {annotation_id}."}],
+        }
+        code = _coding(definition, value)
+        if value in PROCEDURES:
+            category_code, category_display = PROCEDURES[value]
+            category = {"system": SNOMED_SYSTEM, "code": category_code, "display": category_display}
+            resources.append(
+                {
+                    "resourceType": "Procedure",
+                    **common,
+                    "status": "entered-in-error" if status == "deleted" else "completed",
+                    "category": {"coding": [category]},
+                    "code": code,
+                    "performedDateTime": recorded.isoformat(timespec="seconds"),
+                }
+            )
+        else:
+            resources.append(
+                {
+                    "resourceType": "MedicationRequest",
+                    **common,
+                    "status": "entered-in-error" if status == "deleted" else "active",
+                    "intent": "order",
+                    "medicationCodeableConcept": code,
+                    "authoredOn": recorded.isoformat(timespec="seconds"),
+                }
+            )
+    return resources
 
 
 def _coding(label: LabelDefinition, value_key: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from oncostruct_shared.errors import (
 )
 
 from .dataset.clinical_context import ClinicalReader
-from .fhir_mapping import finding_resources, mcode_resource, written_through
+from .fhir_mapping import finding_resources, mcode_resource, treatment_resources, written_through
 from .geometry import Mask, extent, images_of
 from .models import AnnotationRow, CommentRow, LabelSchemaRow, MemberRow, ProjectRow, RevisionRow
 from .schemas import AnnotationCreate, AnnotationUpdate, LabelSchemaCreate, ProjectCreate, Role
@@ -597,9 +597,20 @@ async def finding_resources_of(
     )
 
 
-async def clinical_resource(session: AsyncSession, row: AnnotationRow, target: Status) -> dict[str, Any]:
-    """The mCODE resource for ``row`` once it is ``target``; a stage group links the patient's approved T, N, M."""
-    schema = SchemaDefinition.model_validate((await get_schema(session, row.schema_id)).definition)
+async def clinical_resources(session: AsyncSession, row: AnnotationRow, target: Status) -> list[dict[str, Any]]:
+    """The mCODE resources for ``row`` once it is ``target``; a stage group links the patient's approved T, N, M."""
+    schema = schema_definition(await get_schema(session, row.schema_id))
+    if row.label == "treatment":
+        assert row.patient_id is not None  # patient-level annotations always have one
+        return treatment_resources(
+            schema,
+            annotation_id=str(row.id),
+            values=[str(v) for v in (row.value or [])],
+            status=target.value,
+            patient_id=row.patient_id,
+            recorded=row.created_at,
+            author=row.author,
+        )
     members: dict[str, str] = {}
     if row.label == "stage_group":
         for key in ("t_category", "n_category", "m_category"):
@@ -617,7 +628,7 @@ async def clinical_resource(session: AsyncSession, row: AnnotationRow, target: S
             if member is not None:
                 members[key] = str(member)
     assert row.patient_id is not None  # patient-level annotations always have one
-    return mcode_resource(
+    resource = mcode_resource(
         schema,
         annotation_id=str(row.id),
         label=row.label,
@@ -628,3 +639,4 @@ async def clinical_resource(session: AsyncSession, row: AnnotationRow, target: S
         author=row.author,
         members=members,
     )
+    return [resource]

@@ -19,7 +19,7 @@ from ..repository import (
     add_comment,
     apply_action,
     check_version,
-    clinical_resource,
+    clinical_resources,
     finding_resources_of,
     get_annotation,
     get_project,
@@ -235,7 +235,7 @@ async def _act(
     if step is not None and write_through_needed(row, step.target):
         # Clinical first: if it does not store the resources, the annotation does not change either.
         if row.level == Level.patient.value:
-            resources = [await clinical_resource(session, row, step.target)]
+            resources = await clinical_resources(session, row, step.target)
         else:
             resources = await finding_resources_of(session, row, step.target, request.app.state.clinical_reader)
         for resource in resources:
