@@ -267,21 +267,20 @@ def new_boundary() -> str:
 
 
 async def multipart_body(parts: AsyncIterable[tuple[str, AsyncIterable[bytes]]], boundary: str) -> AsyncIterator[bytes]:
-    """The bytes of a multipart/related body from ``(content type, chunks)`` pairs."""
+    """The bytes of a multipart/related body from ``(content type, chunks)`` pairs.
+
+    A part's delimiter and headers travel with its first chunk and its closing CRLF with the
+    next part's, so a small part is one write to the socket.
+    """
     separator = f"--{boundary}\r\n".encode("latin-1")
+    pending = b""
     async for content_type, chunks in parts:
-        head = separator + f"Content-Type: {content_type}\r\n\r\n".encode("latin-1")
-        pending = head
+        pending += separator + f"Content-Type: {content_type}\r\n\r\n".encode("latin-1")
         async for chunk in chunks:
-            if pending:
-                yield pending + chunk
-                pending = b""
-            else:
-                yield chunk
-        if pending:
-            yield pending
-        yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode("latin-1")
+            yield pending + chunk
+            pending = b""
+        pending += b"\r\n"
+    yield pending + f"--{boundary}--\r\n".encode("latin-1")
 
 
 def multipart_response(

@@ -22,7 +22,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from .errors import NotFound, OncoStructError
 
@@ -82,6 +82,20 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> bool:
         """Remove the object; return whether it existed (deleting twice is not an error)."""
         ...
+
+
+def _open_and_read(path: Path, chunk_bytes: int) -> tuple[BinaryIO | None, bytes]:
+    """Open ``path`` and read its first chunk; the handle is None (and closed) when that was all of it."""
+    handle = open(path, "rb")  # noqa: SIM115 (closed here or by the caller)
+    try:
+        chunk = handle.read(chunk_bytes)
+        if len(chunk) < chunk_bytes:
+            handle.close()
+            return None, chunk
+        return handle, chunk
+    except BaseException:
+        handle.close()
+        raise
 
 
 class FilesystemObjectStore:
@@ -176,11 +190,18 @@ class FilesystemObjectStore:
         return await asyncio.to_thread(self._read, key, offset, length)
 
     async def iter_chunks(self, key: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        # One thread hop opens and reads the first chunk; a file smaller than a chunk (most DICOM
+        # instances) is then read and closed in that same hop.
         try:
-            handle = await asyncio.to_thread(open, self.path(key), "rb")
+            handle, chunk = await asyncio.to_thread(_open_and_read, self.path(key), chunk_bytes)
         except FileNotFoundError:
             raise NotFound(f"No stored object {key}.") from None
+        if handle is None:
+            if chunk:
+                yield chunk
+            return
         try:
+            yield chunk
             while chunk := await asyncio.to_thread(handle.read, chunk_bytes):
                 yield chunk
         finally:
