@@ -63,6 +63,10 @@ class ObjectStore(Protocol):
         """
         ...
 
+    async def put_files(self, items: list[tuple[str, Path]]) -> list[int | StorageError]:
+        """Publish several local files (each as :meth:`put_file`); a size or the error per file."""
+        ...
+
     async def put_bytes(self, key: str, data: bytes) -> int:
         """Publish ``data`` under ``key`` atomically and return its size."""
         ...
@@ -134,7 +138,7 @@ class FilesystemObjectStore:
         finally:
             os.close(descriptor)
 
-    def _publish(self, key: str, source: Path) -> int:
+    def _publish(self, key: str, source: Path, sync_dir: bool = True) -> int:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
@@ -152,7 +156,8 @@ class FilesystemObjectStore:
                     os.fsync(handle.fileno())
             size = temporary.stat().st_size
             os.replace(temporary, target)
-            self._sync_dir(target.parent)
+            if sync_dir:
+                self._sync_dir(target.parent)
             return size
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -177,6 +182,26 @@ class FilesystemObjectStore:
                 return handle.read(length)
         except FileNotFoundError:
             raise NotFound(f"No stored object {key}.") from None
+
+    async def put_files(self, items: list[tuple[str, Path]]) -> list[int | StorageError]:
+        """Publish several files at once: each is flushed (in parallel), each folder once at the end.
+
+        Returns each file's size, or the :class:`StorageError` that kept it from being published.
+        """
+
+        async def one(key: str, source: Path) -> int | StorageError:
+            try:
+                return await asyncio.to_thread(self._publish, key, source, False)
+            except StorageError as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(key, source) for key, source in items))
+        folders = {
+            self.path(key).parent for (key, _), result in zip(items, results, strict=True) if isinstance(result, int)
+        }
+        for folder in folders:
+            await asyncio.to_thread(self._sync_dir, folder)
+        return list(results)
 
     async def put_file(self, key: str, source: Path) -> int:
         return await asyncio.to_thread(self._publish, key, source)

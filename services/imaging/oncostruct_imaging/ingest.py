@@ -20,7 +20,7 @@ from oncostruct_shared.storage import FilesystemObjectStore, StorageError
 
 from . import parsing
 from .config import Settings
-from .repository import find_stored, index_instance
+from .repository import NewFile, StoredInstance, find_stored, find_stored_many, index_instance, index_instances
 
 log = logging.getLogger("oncostruct.imaging.ingest")
 
@@ -53,11 +53,10 @@ def _storage_key(parsed: parsing.ParsedInstance, sha256: str) -> str:
     )
 
 
-async def ingest_file(
-    context: IngestContext, path: Path, size: int, sha256: str, expected_study: str | None = None
-) -> PartResult:
-    """Store the DICOM file at ``path`` (``size`` bytes, SHA-256 ``sha256``); never raises for bad content."""
-    settings, store = context.settings, context.store
+async def _parse(
+    context: IngestContext, path: Path, size: int, sha256: str, expected_study: str | None
+) -> tuple[parsing.ParsedInstance, int, str] | PartResult:
+    """Parse a spooled file (adding a missing preamble); a failed :class:`PartResult` for bad content."""
     try:
         rewritten = await asyncio.to_thread(parsing.add_missing_preamble, path)
         if rewritten is not None:
@@ -65,49 +64,156 @@ async def ingest_file(
         parsed = await asyncio.to_thread(
             parsing.parse_instance,
             path,
-            bulkdata_threshold=settings.bulkdata_threshold_bytes,
+            bulkdata_threshold=context.settings.bulkdata_threshold_bytes,
             expected_study=expected_study,
         )
     except parsing.InstanceRejected as rejected:
         return PartResult(
             rejected.sop_class_uid, rejected.sop_instance_uid, failure=rejected.reason, detail=rejected.detail
         )
-    result = PartResult(
+    return parsed, size, sha256
+
+
+def _result(parsed: parsing.ParsedInstance) -> PartResult:
+    return PartResult(
         parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_instance_uid, parsed.series_instance_uid
     )
-    sessions = context.sessionmaker
-    async with sessions() as session:
-        existing = await find_stored(session, parsed.sop_instance_uid)
+
+
+def _duplicate(
+    context: IngestContext, parsed: parsing.ParsedInstance, sha256: str, existing: StoredInstance | None
+) -> PartResult | None:
+    """The result when the UID is stored already: success for the same content, a failure under ``reject``."""
     if existing is not None and existing.content_sha256 == sha256:
-        return result  # the same content again: already stored (idempotent)
-    if existing is not None and settings.duplicate_policy == "reject":
+        return _result(parsed)  # the same content again: already stored (idempotent)
+    if existing is not None and context.settings.duplicate_policy == "reject":
+        result = _result(parsed)
         result.failure, result.detail = parsing.DUPLICATE_SOP_INSTANCE, "different content under a stored UID"
         return result
-    key = _storage_key(parsed, sha256)
+    return None
+
+
+async def _settle(context: IngestContext, file: NewFile, outcome: str, old_key: str | None) -> PartResult:
+    """Clean up after indexing: a conflicting file goes, a replaced one's old file goes."""
+    result = _result(file.parsed)
+    if outcome == "conflict":
+        await context.store.delete(file.key)
+        result.failure, result.detail = parsing.DUPLICATE_SOP_INSTANCE, "different content under a stored UID"
+    elif outcome == "replaced" and old_key and old_key != file.key:
+        await context.store.delete(old_key)
+    return result
+
+
+async def ingest_file(
+    context: IngestContext, path: Path, size: int, sha256: str, expected_study: str | None = None
+) -> PartResult:
+    """Store the DICOM file at ``path`` (``size`` bytes, SHA-256 ``sha256``); never raises for bad content."""
+    settings, store = context.settings, context.store
+    parsed_file = await _parse(context, path, size, sha256, expected_study)
+    if isinstance(parsed_file, PartResult):
+        return parsed_file
+    parsed, size, sha256 = parsed_file
+    async with context.sessionmaker() as session:
+        existing = await find_stored(session, parsed.sop_instance_uid)
+    duplicate = _duplicate(context, parsed, sha256, existing)
+    if duplicate is not None:
+        return duplicate
+    file = NewFile(parsed, _storage_key(parsed, sha256), size, sha256)
     try:
-        await store.put_file(key, path)
+        await store.put_file(file.key, path)
     except StorageError as exc:
         log.error("object store write failed", extra={"error": exc.detail})
+        result = _result(parsed)
         result.failure, result.detail = parsing.OUT_OF_RESOURCES, "object store write failed"
         return result
     try:
-        async with sessions() as session, session.begin():
+        async with context.sessionmaker() as session, session.begin():
             outcome, old_key = await index_instance(
-                session,
-                parsed,
-                key=key,
-                size=size,
-                sha256=sha256,
-                replace=settings.duplicate_policy == "replace",
+                session, parsed, key=file.key, size=size, sha256=sha256, replace=settings.duplicate_policy == "replace"
             )
     except Exception as exc:
         # The file stays (an unreferenced object is harmless; one referenced by a racing request must not go).
         log.error("indexing failed", exc_info=exc)
+        result = _result(parsed)
         result.failure, result.detail = parsing.PROCESSING_FAILURE, "indexing failed"
         return result
-    if outcome == "conflict":
-        await store.delete(key)
-        result.failure, result.detail = parsing.DUPLICATE_SOP_INSTANCE, "different content under a stored UID"
-    elif outcome == "replaced" and old_key and old_key != key:
-        await store.delete(old_key)
-    return result
+    return await _settle(context, file, outcome, old_key)
+
+
+async def ingest_files(
+    context: IngestContext, files: list[tuple[Path, int, str]], expected_study: str | None = None, parallel: int = 4
+) -> list[PartResult]:
+    """Store several spooled files (one STOW-RS request) with group commit; results in order.
+
+    Each file is parsed and published (flushed) as in :func:`ingest_file`, but their folders are
+    flushed once and their index rows go in one transaction — one commit for the request instead of
+    one per instance. The instances still become visible only after their files are on disk. If that
+    transaction fails, each file is indexed on its own, so one bad instance cannot fail the others.
+    """
+    gate = asyncio.Semaphore(parallel)
+
+    async def parse(path: Path, size: int, sha256: str) -> tuple[parsing.ParsedInstance, int, str] | PartResult:
+        async with gate:
+            return await _parse(context, path, size, sha256, expected_study)
+
+    parsed_files = await asyncio.gather(*(parse(*file) for file in files))
+    results: list[PartResult | None] = [None] * len(files)
+    uids = [p[0].sop_instance_uid for p in parsed_files if not isinstance(p, PartResult)]
+    async with context.sessionmaker() as session:
+        existing = await find_stored_many(session, uids)
+    batch: list[tuple[int, NewFile, Path]] = []
+    later: list[int] = []  # a UID sent twice in the request: its repeats go one by one, after the batch
+    seen: set[str] = set()
+    for index, parsed_file in enumerate(parsed_files):
+        if isinstance(parsed_file, PartResult):
+            results[index] = parsed_file
+            continue
+        parsed, size, sha256 = parsed_file
+        if parsed.sop_instance_uid in seen:
+            later.append(index)
+            continue
+        seen.add(parsed.sop_instance_uid)
+        duplicate = _duplicate(context, parsed, sha256, existing.get(parsed.sop_instance_uid))
+        if duplicate is not None:
+            results[index] = duplicate
+            continue
+        batch.append((index, NewFile(parsed, _storage_key(parsed, sha256), size, sha256), files[index][0]))
+    published = await context.store.put_files([(file.key, path) for _, file, path in batch])
+    ready: list[tuple[int, NewFile]] = []
+    for (index, file, _), written in zip(batch, published, strict=True):
+        if isinstance(written, StorageError):
+            log.error("object store write failed", extra={"error": written.detail})
+            result = _result(file.parsed)
+            result.failure, result.detail = parsing.OUT_OF_RESOURCES, "object store write failed"
+            results[index] = result
+        else:
+            ready.append((index, file))
+    replace = context.settings.duplicate_policy == "replace"
+    try:
+        async with context.sessionmaker() as session, session.begin():
+            outcomes = await index_instances(session, [file for _, file in ready], replace=replace)
+    except Exception as exc:
+        log.warning("group indexing failed; indexing one by one", exc_info=exc)
+        outcomes = []
+        for _, file in ready:
+            try:
+                async with context.sessionmaker() as session, session.begin():
+                    outcomes.append(
+                        await index_instance(
+                            session, file.parsed, key=file.key, size=file.size, sha256=file.sha256, replace=replace
+                        )
+                    )
+            except Exception as single:
+                log.error("indexing failed", exc_info=single)
+                outcomes.append(("failed", None))
+    for (index, file), (outcome, old_key) in zip(ready, outcomes, strict=True):
+        if outcome == "failed":
+            result = _result(file.parsed)
+            result.failure, result.detail = parsing.PROCESSING_FAILURE, "indexing failed"
+            results[index] = result
+        else:
+            results[index] = await _settle(context, file, outcome, old_key)
+    for index in later:
+        path, size, sha256 = files[index]
+        results[index] = await ingest_file(context, path, size, sha256, expected_study)
+    return [result for result in results if result is not None]

@@ -38,6 +38,23 @@ async def find_stored(session: AsyncSession, sop_instance_uid: str, *, lock: boo
     return StoredInstance(row.pk, row.series_pk, row.content_sha256, row.storage_key) if row else None
 
 
+async def find_stored_many(session: AsyncSession, sop_instance_uids: list[str]) -> dict[str, StoredInstance]:
+    """The stored instances among these SOP Instance UIDs, by UID (one query)."""
+    if not sop_instance_uids:
+        return {}
+    query = select(
+        InstanceRow.sop_instance_uid,
+        InstanceRow.pk,
+        InstanceRow.series_pk,
+        InstanceRow.content_sha256,
+        InstanceRow.storage_key,
+    ).where(InstanceRow.sop_instance_uid.in_(sop_instance_uids))
+    return {
+        row.sop_instance_uid: StoredInstance(row.pk, row.series_pk, row.content_sha256, row.storage_key)
+        for row in (await session.execute(query)).all()
+    }
+
+
 async def _upsert_patient(session: AsyncSession, parsed: ParsedInstance) -> int:
     values = parsed.patient
     statement = insert(PatientRow).values(**values)
@@ -124,6 +141,64 @@ async def index_instance(
     if existing.series_pk != series_pk:  # the newer content moved the instance to another series
         await _drop_empty_parents(session, {existing.series_pk})
     return "replaced", existing.storage_key
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A published file to index."""
+
+    parsed: ParsedInstance
+    key: str
+    size: int
+    sha256: str
+
+
+async def index_instances(
+    session: AsyncSession, files: list[NewFile], *, replace: bool
+) -> list[tuple[str, str | None]]:
+    """Index several published files in the caller's transaction: each patient, study and series row is
+    upserted once, the instances go in as one multi-row INSERT, and only UIDs already present take the
+    one-by-one path of :func:`index_instance`. Returns ``(outcome, old key)`` per file, in order.
+    """
+    patients: dict[tuple[Any, Any], int] = {}
+    studies: dict[str, int] = {}
+    series: dict[str, int] = {}
+    values = []
+    for item in files:
+        parsed = item.parsed
+        patient_key = (parsed.patient.get("patient_id"), parsed.patient.get("issuer_of_patient_id"))
+        if patient_key not in patients:
+            patients[patient_key] = await _upsert_patient(session, parsed)
+        if parsed.study_instance_uid not in studies:
+            studies[parsed.study_instance_uid] = await _upsert_study(session, parsed, patients[patient_key])
+        if parsed.series_instance_uid not in series:
+            series[parsed.series_instance_uid] = await _upsert_series(
+                session, parsed, studies[parsed.study_instance_uid]
+            )
+        values.append(_instance_values(parsed, series[parsed.series_instance_uid], item.key, item.size, item.sha256))
+    columns = sorted({column for row in values for column in row})
+    rows = [{column: row.get(column) for column in columns} for row in values]
+    inserted = set(
+        (
+            await session.execute(
+                insert(InstanceRow)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[InstanceRow.sop_instance_uid])
+                .returning(InstanceRow.sop_instance_uid)
+            )
+        ).scalars()
+    )
+    outcomes: list[tuple[str, str | None]] = []
+    for item in files:
+        if item.parsed.sop_instance_uid in inserted:
+            outcomes.append(("stored", None))
+        else:  # present already (or twice in this batch): the careful path, row locked
+            outcomes.append(
+                await index_instance(
+                    session, item.parsed, key=item.key, size=item.size, sha256=item.sha256, replace=replace
+                )
+            )
+    return outcomes
 
 
 async def _drop_empty_parents(session: AsyncSession, series_pks: set[int]) -> None:

@@ -15,7 +15,6 @@ Same SOP Instance UID again: identical content (SHA-256) is accepted again
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -26,13 +25,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from oncostruct_shared.errors import Invalid, NotAcceptable, UnsupportedMediaType
-from oncostruct_shared.multipart import SpooledPart, parse_accept, parse_media_type, spool_multipart, type_matches
+from oncostruct_shared.multipart import parse_accept, parse_media_type, spool_multipart, type_matches
 
 from .. import parsing
 from ..config import Settings
 from ..deps import SettingsDep, StoreDep, WriteScope
 from ..dicom_json import DICOM_JSON, DICOM_XML, dumps, element, native_dicom_model
-from ..ingest import PartResult, ingest_file
+from ..ingest import PartResult, ingest_files
 from ..uids import require_uid
 
 router = APIRouter(tags=["STOW-RS"])
@@ -72,12 +71,6 @@ def _boundary(request: Request) -> str:
     if not boundary:
         raise Invalid("The multipart/related Content-Type has no boundary parameter (RFC 2046 §5.1.1).")
     return boundary
-
-
-async def _store_part(request: Request, part: SpooledPart, expected_study: str | None) -> PartResult:
-    if part.content_type.type != DICOM:
-        return PartResult("", "", failure=parsing.CANNOT_UNDERSTAND, detail=f"part type {part.content_type.type}")
-    return await ingest_file(request.app.state.ingest, part.path, part.size, part.sha256, expected_study)
 
 
 def _response_body(results: list[PartResult], base_url: str, study: str | None) -> dict[str, Any]:
@@ -132,13 +125,16 @@ async def _store_instances(request: Request, settings: Settings, study: str | No
     try:
         if not parts:
             raise Invalid("The multipart body holds no parts.")
-        gate = asyncio.Semaphore(_PARALLEL_PARTS)
-
-        async def one(part: SpooledPart) -> PartResult:
-            async with gate:
-                return await _store_part(request, part, study)
-
-        results = await asyncio.gather(*(one(part) for part in parts))
+        dicom = [part for part in parts if part.content_type.type == DICOM]
+        stored = await ingest_files(
+            request.app.state.ingest, [(p.path, p.size, p.sha256) for p in dicom], study, _PARALLEL_PARTS
+        )
+        by_part = dict(zip((id(part) for part in dicom), stored, strict=True))
+        results = [
+            by_part.get(id(part))
+            or PartResult("", "", failure=parsing.CANNOT_UNDERSTAND, detail=f"part type {part.content_type.type}")
+            for part in parts
+        ]
     finally:
         for part in parts:
             with contextlib.suppress(OSError):
