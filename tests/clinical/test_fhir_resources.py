@@ -128,7 +128,7 @@ def test_smart_configuration_is_public(clinical_url: str, http: httpx.Client, is
         (["system/Condition.write"], "Condition", "c", True),
         (["system/*.*"], "Procedure", "d", True),
         (["system/*.rc"], "Patient", "r", False),  # v2 permissions must be in cruds order
-        (["patient/*.cruds"], "Patient", "r", False),  # patient compartment not enforced yet: refuse
+        (["patient/*.cruds"], "Patient", "r", False),  # only the launch patient's compartment: test_patient_scopes
         (["system/Observation.rs?category=laboratory"], "Observation", "r", False),
         (["openid", "fhirUser"], "Patient", "r", False),
     ],

@@ -19,10 +19,11 @@ import jsonpatch
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oncostruct_shared.auth import insufficient_scope
-from oncostruct_shared.errors import Invalid, NotFound, PreconditionFailed, Unprocessable
+from oncostruct_shared.errors import Forbidden, Invalid, NotFound, PreconditionFailed, Unprocessable
 
 from . import repository
-from .api.security import Interaction, smart_permits
+from .api.security import Interaction, smart_grant
+from .compartment import PATIENT_COMPARTMENT, content_in_compartment, in_scope_type, members, search_criterion
 from .config import Settings
 from .repository import StoredVersion
 from .search import engine
@@ -56,25 +57,63 @@ SUPPORTED_TYPES: frozenset[str] = frozenset(
         "Bundle",
     }
 )
+
+
+def compartment_params(content: dict[str, Any]) -> tuple[str, ...]:
+    """The compartment parameters of a body's type (for messages)."""
+    return PATIENT_COMPARTMENT.get(str(content.get("resourceType")), ("id",))
+
+
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
 
 @dataclass
 class Context:
-    """Who asks and where: the session (its transaction), settings and granted scopes."""
+    """Who asks and where: the session (its transaction), settings, granted scopes and launch patient."""
 
     session: AsyncSession
     settings: Settings
     scopes: frozenset[str]
+    patient: str | None = None
 
-    def authorize(self, resource_type: str, interaction: Interaction) -> None:
-        """403 unless a SMART scope allows ``interaction`` on ``resource_type``."""
-        if not smart_permits(self.scopes, resource_type, interaction):
+    def authorize(self, resource_type: str, interaction: Interaction) -> bool:
+        """403 unless a SMART scope allows ``interaction`` on ``resource_type``.
+
+        Returns True when only ``patient/`` scopes allow it and the type holds patient data: the
+        caller must then keep the interaction inside the launch patient's compartment. Writing a
+        type outside the compartment needs a ``system/`` or ``user/`` scope.
+        """
+        grant = smart_grant(self.scopes, resource_type, interaction, self.patient is not None)
+        if grant is None or (grant == "patient" and interaction in "cud" and not in_scope_type(resource_type)):
             raise insufficient_scope(f"system/{resource_type}.{interaction}")
+        return grant == "patient" and (resource_type == "*" or in_scope_type(resource_type))
 
     def may_read(self, resource_type: str) -> bool:
-        """Whether the caller may see resources of this type (``_include`` filtering)."""
-        return smart_permits(self.scopes, resource_type, "r") or smart_permits(self.scopes, resource_type, "s")
+        """Whether the caller may see resources of this type (``_include`` filtering; compartment checked apart)."""
+        patient = self.patient is not None
+        return any(smart_grant(self.scopes, resource_type, i, patient) for i in ("r", "s"))
+
+    async def require_member(self, resource_type: str, resource_id: str) -> None:
+        """404 unless the resource is in the launch patient's compartment (its existence is not revealed)."""
+        assert self.patient is not None
+        if (resource_type, resource_id) not in await members(
+            self.session, [(resource_type, resource_id)], self.patient
+        ):
+            raise NotFound(f"{resource_type}/{resource_id} is not known.")
+
+    def require_in_compartment(self, content: dict[str, Any]) -> None:
+        """403 unless a body to be written is the launch patient or references it in a compartment parameter."""
+        assert self.patient is not None
+        if not content_in_compartment(content, self.patient, self.settings.base_url):
+            raise Forbidden(
+                f"A patient/ scope writes only resources in Patient/{self.patient}'s compartment "
+                f"(a {content.get('resourceType')} referencing it in {', '.join(compartment_params(content))})."
+            )
+
+    def refuse_conditional(self, restricted: bool) -> None:
+        """Conditional interactions search beyond the compartment: not with patient/ scopes."""
+        if restricted:
+            raise Forbidden("Conditional interactions need a system/ or user/ scope, not a patient/ one.")
 
 
 @dataclass
@@ -141,8 +180,11 @@ async def create(
 ) -> Outcome:
     """Create (R4 §3.1.0.5), conditional when ``If-None-Exist`` is given (§3.1.0.8.1)."""
     check_type(resource_type)
-    ctx.authorize(resource_type, "c")
+    restricted = ctx.authorize(resource_type, "c")
     _check_body(resource_type, content, None)
+    if restricted:
+        ctx.refuse_conditional(bool(if_none_exist))
+        ctx.require_in_compartment(content)
     if if_none_exist:
         matches = await _conditional_matches(ctx, resource_type, if_none_exist)
         if len(matches) > 1:
@@ -159,16 +201,20 @@ async def create(
 async def read(ctx: Context, resource_type: str, resource_id: str) -> Outcome:
     """Read (R4 §3.1.0.2): 404 unknown, 410 deleted."""
     check_type(resource_type)
-    ctx.authorize(resource_type, "r")
+    restricted = ctx.authorize(resource_type, "r")
     check_id(resource_id)
+    if restricted:
+        await ctx.require_member(resource_type, resource_id)
     return Outcome(200, await repository.read_resource(ctx.session, resource_type, resource_id))
 
 
 async def vread(ctx: Context, resource_type: str, resource_id: str, version_id: str) -> Outcome:
     """Version read (R4 §3.1.0.3)."""
     check_type(resource_type)
-    ctx.authorize(resource_type, "r")
+    restricted = ctx.authorize(resource_type, "r")
     check_id(resource_id)
+    if restricted:
+        await ctx.require_member(resource_type, resource_id)
     if not version_id.isdigit():
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}.")
     return Outcome(200, await repository.vread_resource(ctx.session, resource_type, resource_id, int(version_id)))
@@ -181,8 +227,12 @@ async def update(
     check_type(resource_type)
     check_id(resource_id)
     current = await repository.read_current(ctx.session, resource_type, resource_id)
-    ctx.authorize(resource_type, "u" if current is not None else "c")
+    restricted = ctx.authorize(resource_type, "u" if current is not None else "c")
     _check_body(resource_type, content, resource_id)
+    if restricted:
+        if current is not None:
+            await ctx.require_member(resource_type, resource_id)
+        ctx.require_in_compartment({**content, "id": resource_id})
     version, created = await repository.update_resource(
         ctx.session, resource_type, resource_id, content, ctx.settings.base_url, if_match=if_match
     )
@@ -198,6 +248,7 @@ async def conditional_update(
 ) -> Outcome:
     """Conditional update (R4 §3.1.0.4.3): none → create, one → update it, several → 412."""
     check_type(resource_type)
+    ctx.refuse_conditional(ctx.authorize(resource_type, "u"))
     matches = await _conditional_matches(ctx, resource_type, query)
     if len(matches) > 1:
         raise PreconditionFailed(f"The condition matched several {resource_type} resources.")
@@ -218,7 +269,8 @@ async def patch(
 ) -> Outcome:
     """JSON Patch (R4 §3.1.0.6): applied to the current version, the result validated like an update."""
     check_type(resource_type)
-    ctx.authorize(resource_type, "u")
+    if ctx.authorize(resource_type, "u"):
+        await ctx.require_member(resource_type, resource_id)
     check_id(resource_id)
     current = await repository.read_resource(ctx.session, resource_type, resource_id)
     try:
@@ -235,6 +287,7 @@ async def conditional_patch(
 ) -> Outcome:
     """Conditional patch (R4 §3.1.0.6): exactly one match is patched, else 404/412."""
     check_type(resource_type)
+    ctx.refuse_conditional(ctx.authorize(resource_type, "u"))
     matches = await _conditional_matches(ctx, resource_type, query)
     if not matches:
         raise NotFound(f"No {resource_type} matches the condition.")
@@ -246,8 +299,10 @@ async def conditional_patch(
 async def delete(ctx: Context, resource_type: str, resource_id: str, if_match: int | None = None) -> Outcome:
     """Delete (R4 §3.1.0.7): a new, deleted version; deleting nothing is not an error."""
     check_type(resource_type)
-    ctx.authorize(resource_type, "d")
+    restricted = ctx.authorize(resource_type, "d")
     check_id(resource_id)
+    if restricted:
+        await ctx.require_member(resource_type, resource_id)
     version = await repository.delete_resource(
         ctx.session, resource_type, resource_id, ctx.settings.base_url, if_match=if_match
     )
@@ -259,7 +314,7 @@ async def delete(ctx: Context, resource_type: str, resource_id: str, if_match: i
 async def conditional_delete(ctx: Context, resource_type: str, query: str) -> Outcome:
     """Conditional delete (R4 §3.1.0.7.1), single-match mode: several matches → 412."""
     check_type(resource_type)
-    ctx.authorize(resource_type, "d")
+    ctx.refuse_conditional(ctx.authorize(resource_type, "d"))
     matches = await _conditional_matches(ctx, resource_type, query)
     if len(matches) > 1:
         raise PreconditionFailed(f"The condition matched several {resource_type} resources.")
@@ -322,7 +377,9 @@ def bundle_links(
 async def search(ctx: Context, resource_type: str, params: Sequence[tuple[str, str]], handling: str) -> Outcome:
     """Search (R4 §3.1.1): a searchset Bundle of one page, with includes and links."""
     check_type(resource_type)
-    ctx.authorize(resource_type, "s")
+    if ctx.authorize(resource_type, "s"):
+        assert ctx.patient is not None
+        params = [search_criterion(resource_type, ctx.patient), *params]  # stays inside the compartment
     request = parse_search(
         resource_type,
         params,
@@ -341,6 +398,10 @@ async def search(ctx: Context, resource_type: str, params: Sequence[tuple[str, s
         max_included=ctx.settings.search_max_included,
         want_total=want_total,
     )
+    if ctx.patient is not None and page.included:  # included resources of other patients stay out
+        allowed = await members(ctx.session, [(f.resource_type, f.id) for f in page.included], ctx.patient)
+        full = {t for t in {f.resource_type for f in page.included} if smart_grant(ctx.scopes, t, "r") == "all"}
+        page.included = [f for f in page.included if f.resource_type in full or (f.resource_type, f.id) in allowed]
     base = ctx.settings.base_url
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from oncostruct_shared.errors import Invalid
+from oncostruct_shared.errors import Forbidden, Invalid
 
 from .. import interactions, repository
 from ..deps import ContextDep
@@ -103,7 +103,8 @@ async def history_system(
     request: Request, ctx: ContextDep, since: SinceQuery = None, count: CountQuery = None, cursor: CursorQuery = None
 ) -> Response:
     """Every version of every resource the caller may read, newest first (FHIR history, system level)."""
-    ctx.authorize("*", "r")
+    if ctx.authorize("*", "r"):
+        raise Forbidden("System history needs a system/ or user/ scope; patient/ scopes read one patient's data.")
     return await _history(request, ctx, None, None, since, count, cursor)
 
 
@@ -118,7 +119,8 @@ async def history_type(
 ) -> Response:
     """Every version of every resource of one type, newest first (FHIR history, type level)."""
     interactions.check_type(resource_type)
-    ctx.authorize(resource_type, "r")
+    if ctx.authorize(resource_type, "r"):
+        raise Forbidden("Type history needs a system/ or user/ scope; patient/ scopes read one patient's data.")
     return await _history(request, ctx, resource_type, None, since, count, cursor)
 
 
@@ -134,6 +136,8 @@ async def history_instance(
 ) -> Response:
     """Every version of one resource, newest first (FHIR history, instance level)."""
     interactions.check_type(resource_type)
-    ctx.authorize(resource_type, "r")
+    restricted = ctx.authorize(resource_type, "r")
     interactions.check_id(resource_id)
+    if restricted:
+        await ctx.require_member(resource_type, resource_id)
     return await _history(request, ctx, resource_type, resource_id, since, count, cursor)

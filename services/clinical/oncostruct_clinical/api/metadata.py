@@ -124,7 +124,21 @@ async def smart_configuration(request: Request) -> Response:
         "token_endpoint": settings.token_url,
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": ["system/*.cruds", "user/*.cruds", "system/*.read", "system/*.write"],
-        "capabilities": ["client-confidential-symmetric", "permission-v1", "permission-v2"],
+        "scopes_supported": [
+            "system/*.cruds",
+            "user/*.cruds",
+            "patient/*.cruds",
+            "system/*.read",
+            "system/*.write",
+            "patient/*.read",
+        ],
+        "capabilities": [
+            "client-confidential-symmetric",
+            "permission-v1",
+            "permission-v2",
+            "permission-patient",
+            "permission-user",
+            "context-standalone-patient",
+        ],
     }
     return JSONResponse(body)

@@ -4,11 +4,10 @@ http://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
 v2: ``<context>/<Type|*>.<c r u d s>`` (permissions in that order, any subset);
 v1: ``<context>/<Type|*>.<read|write|*>``, read = r+s, write = c+u+d.
 
-``patient/`` scopes grant nothing yet: they need the patient compartment to
-be enforced, and a patient-context scope that silently behaved like a
-``user/`` scope would leak other patients' data. Scopes with a query
-restriction (``patient/Observation.rs?category=…``) are refused for the same
-reason until that restriction is applied.
+``patient/`` scopes count only with a launch-context patient (the token's ``patient`` claim),
+and then reach that patient's compartment only (:mod:`oncostruct_clinical.compartment`).
+Scopes with a query restriction (``patient/Observation.rs?category=…``) grant nothing until
+that restriction is applied: a scope must never grant more than it says.
 """
 
 from __future__ import annotations
@@ -36,17 +35,30 @@ def _permissions(perms: str) -> frozenset[str]:
     return frozenset()
 
 
-def smart_permits(scopes: Iterable[str], resource_type: str, interaction: Interaction) -> bool:
-    """Whether any of ``scopes`` allows ``interaction`` on ``resource_type``."""
+Grant = Literal["all", "patient"]
+
+
+def smart_grant(
+    scopes: Iterable[str], resource_type: str, interaction: Interaction, patient_context: bool = False
+) -> Grant | None:
+    """What ``scopes`` allow for ``interaction`` on ``resource_type``: everything (``system/``, ``user/``),
+    the launch patient's compartment (``patient/``, with ``patient_context``), or nothing (None)."""
+    best: Grant | None = None
     for scope in scopes:
         match = _SCOPE.match(scope)
-        if match is None or match["context"] == "patient":
+        if match is None or (match["context"] == "patient" and not patient_context):
             continue
-        if match["type"] not in ("*", resource_type):
+        if match["type"] not in ("*", resource_type) or interaction not in _permissions(match["perms"]):
             continue
-        if interaction in _permissions(match["perms"]):
-            return True
-    return False
+        if match["context"] != "patient":
+            return "all"
+        best = "patient"
+    return best
+
+
+def smart_permits(scopes: Iterable[str], resource_type: str, interaction: Interaction) -> bool:
+    """Whether a ``system/`` or ``user/`` scope allows ``interaction`` on ``resource_type``."""
+    return smart_grant(scopes, resource_type, interaction) == "all"
 
 
 def require_smart(interaction: Interaction) -> Callable[[Request, Principal], Awaitable[Principal]]:
