@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 from fhirclient.models.condition import Condition
+from fhirclient.models.medicationrequest import MedicationRequest
 from fhirclient.models.observation import Observation
+from fhirclient.models.procedure import Procedure
 
-from oncostruct_annotations.fhir_mapping import PROFILES, mcode_resource
+from oncostruct_annotations.fhir_mapping import PROFILES, mcode_resource, treatment_resources
 from oncostruct_annotations.vocabulary import DEFAULT_SCHEMA, SchemaDefinition
 
 SCHEMA = SchemaDefinition.model_validate(DEFAULT_SCHEMA)
@@ -70,4 +72,29 @@ def test_primary_diagnosis_becomes_a_primary_cancer_condition() -> None:
 
 def test_labels_without_a_resource_are_refused() -> None:
     with pytest.raises(ValueError, match="not written through"):
-        build("treatment", ["surgery"])
+        build("exam_purpose", "staging")
+    with pytest.raises(ValueError, match="not written through"):
+        build("treatment", ["surgery"])  # several resources: treatment_resources
+
+
+def test_treatments_are_valid_r4_procedures_and_medication_requests() -> None:
+    annotation = str(uuid.uuid4())
+    made = treatment_resources(
+        SCHEMA, annotation_id=annotation, values=["surgery", "radiotherapy", "immunotherapy"], status="approved",
+        patient_id="pat-1", recorded=WHEN, author="dr-sato",
+    )  # fmt: skip
+    surgery, radiotherapy, drug = (
+        Procedure(made[0], strict=True), Procedure(made[1], strict=True), MedicationRequest(made[2], strict=True)
+    )  # fmt: skip
+    assert surgery.status == "completed"
+    assert surgery.category.coding[0].code == "387713003"
+    assert radiotherapy.code.coding[0].code == "radiotherapy"
+    assert drug.intent == "order"
+    assert drug.subject.reference == "Patient/pat-1"
+    assert len({r["id"] for r in made}) == 3  # one stable id per value
+    again = treatment_resources(
+        SCHEMA, annotation_id=annotation, values=["surgery"], status="deleted", patient_id="pat-1",
+        recorded=WHEN, author="dr-sato",
+    )  # fmt: skip
+    assert again[0]["id"] == made[0]["id"]
+    assert again[0]["status"] == "entered-in-error"

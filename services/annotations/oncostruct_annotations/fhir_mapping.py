@@ -142,8 +142,8 @@ def mcode_resource(
         For ``stage_group``: label key (``t_category`` …) → id of the approved member Observation.
     """
     definition = schema.label(label)
-    if definition is None or not written_through(label):
-        raise ValueError(f"label {label!r} is not written through to FHIR")
+    if definition is None or label not in PROFILES:
+        raise ValueError(f"label {label!r} is not written through to FHIR as one resource")
     subject = {"reference": f"Patient/{patient_id}"}
     meta = {"profile": [PROFILES[label]]}
     if label == "primary_diagnosis":
