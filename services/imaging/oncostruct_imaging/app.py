@@ -12,7 +12,7 @@ from oncostruct_shared.http import build_http_client, service_auth
 from oncostruct_shared.observability import Readiness
 from oncostruct_shared.queue import QueueService, create_queue_app
 from oncostruct_shared.service import ServiceSpec, build_service_app
-from oncostruct_shared.storage import FilesystemObjectStore
+from oncostruct_shared.storage import FilesystemObjectStore, ObjectStore
 from oncostruct_shared.surfaces import DicomwebSurface
 
 from . import __version__
@@ -26,8 +26,23 @@ from .pull import PullImports
 @asynccontextmanager
 async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    store = FilesystemObjectStore(settings.storage_path, fsync=settings.storage_fsync)
-    spool = settings.spool_path or store.staging
+    store: ObjectStore
+    if settings.storage_backend == "s3":
+        if not settings.s3_bucket:
+            raise RuntimeError("ONCOSTRUCT_IMAGING_S3_BUCKET is required with STORAGE_BACKEND=s3")
+        from oncostruct_shared.storage_s3 import S3ObjectStore
+
+        store = S3ObjectStore(
+            settings.s3_bucket,
+            settings.storage_path / ".staging",
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+        )
+        spool = settings.spool_path or store.staging
+    else:
+        filesystem = FilesystemObjectStore(settings.storage_path, fsync=settings.storage_fsync)
+        store, spool = filesystem, settings.spool_path or filesystem.staging
     spool.mkdir(parents=True, exist_ok=True)
     app.state.store = store
     app.state.spool = spool

@@ -29,6 +29,15 @@ class Settings(ServiceSettings):
     base_url: str = Field("http://127.0.0.1:8082/dicomweb", description="Public DICOMweb base URL (RetrieveURL).")
     max_body_bytes: int = Field(4 * 1024**3, ge=1024, description="Largest STOW-RS request body accepted.")
     storage_path: Path = Field(Path(".local/storage/imaging"), description="Folder of the filesystem object store.")
+    storage_backend: Literal["filesystem", "s3"] = Field(
+        "filesystem", description="Where instances are stored: a local folder, or an S3-compatible bucket."
+    )
+    s3_bucket: str = Field("", description="Bucket of the S3 store (it must exist).")
+    s3_prefix: str = Field("imaging/", description="Key prefix of this service's objects in the bucket.")
+    s3_endpoint_url: str = Field(
+        "", description="S3 endpoint (MinIO, Ceph …; empty: AWS). Credentials: the standard AWS variables or role."
+    )
+    s3_region: str = Field("", description="S3 region (empty: from the AWS environment).")
     storage_fsync: bool = Field(
         True, description="fsync each stored file and its folder before a STOW-RS response acknowledges it."
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from oncostruct_shared.auth import Principal, require_scopes
-from oncostruct_shared.storage import FilesystemObjectStore
+from oncostruct_shared.storage import ObjectStore
 
 from .config import Settings
 
@@ -18,14 +18,14 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_store(request: Request) -> FilesystemObjectStore:
+def get_store(request: Request) -> ObjectStore:
     """The object store holding the DICOM files."""
-    store: FilesystemObjectStore = request.app.state.store
+    store: ObjectStore = request.app.state.store
     return store
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[FilesystemObjectStore, Depends(get_store)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
 ReadScope = Annotated[Principal, Depends(require_scopes("dicomweb.read"))]
 WriteScope = Annotated[Principal, Depends(require_scopes("dicomweb.write"))]
 DeleteScope = Annotated[Principal, Depends(require_scopes("dicomweb.delete"))]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from oncostruct_shared.storage import FilesystemObjectStore, StorageError
+from oncostruct_shared.storage import ObjectStore, StorageError
 
 from . import parsing
 from .config import Settings
@@ -42,7 +42,7 @@ class IngestContext:
     """What storing needs: settings, the object store and the index's sessions."""
 
     settings: Settings
-    store: FilesystemObjectStore
+    store: ObjectStore
     sessionmaker: async_sessionmaker[AsyncSession]
 
 
