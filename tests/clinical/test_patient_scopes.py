@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.clinical.fhir_create import create as create_resource
 from tests.support import Issuer, bearer
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -32,9 +33,7 @@ def world(clinical_url: str, issuer: Issuer) -> dict[str, Any]:
     ) as admin:
 
         def create(resource: dict[str, Any]) -> str:
-            response = admin.post(f"/{resource['resourceType']}", json=resource, headers=FHIR)
-            assert response.status_code == 201, response.text
-            return str(response.json()["id"])
+            return create_resource(admin, resource)
 
         alice = create({"resourceType": "Patient", "name": [{"family": f"Alice{tag}"}]})
         bob = create({"resourceType": "Patient", "name": [{"family": f"Bob{tag}"}]})

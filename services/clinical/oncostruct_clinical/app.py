@@ -10,7 +10,7 @@ from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import FhirSurface
 
 from . import __version__
-from .api import bundle, everything, history, instance, metadata, search
+from .api import bulk, bundle, everything, history, instance, metadata, search
 from .config import Settings
 
 
@@ -25,7 +25,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "treatment and outcome as mCODE resources. Errors are OperationOutcome resources.",
             version=__version__,
             # Fixed paths first: /metadata and /_history must win over /{resource_type}/{resource_id}.
-            routers=[metadata.router, history.router, everything.router, bundle.router, search.router, instance.router],
+            routers=[
+                bulk.router,
+                metadata.router,
+                history.router,
+                everything.router,
+                bundle.router,
+                search.router,
+                instance.router,
+            ],
+            lifespan=bulk.bulk_lifespan,
             migrations_dir=Path(__file__).parent / "migrations",
             validation_status=400,
         )

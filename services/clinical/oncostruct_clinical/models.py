@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Integer, Numeric, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, Numeric, String, Text, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -112,3 +113,30 @@ class UriIndexRow(_IndexColumns, Base):
 
     __tablename__ = "sp_uri"
     value: Mapped[str] = mapped_column(Text)
+
+
+class BulkExportRow(Base):
+    """A FHIR Bulk Data export job (read and written with SQL by :mod:`.api.bulk`)."""
+
+    __tablename__ = "bulk_export"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    transaction_time: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BulkExportFileRow(Base):
+    """One NDJSON output file of an export."""
+
+    __tablename__ = "bulk_export_file"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("bulk_export.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
