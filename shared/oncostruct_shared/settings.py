@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -94,3 +94,11 @@ class ServiceSettings(BaseSettings):
     def client_id(self) -> str:
         """The OAuth2 client id this service uses when it calls others."""
         return self.auth_client_id or f"oncostruct-{self.service_name}"
+
+
+class UpstreamSource(BaseModel):
+    """An upstream server data can be pulled from (configured by the operator, never by API callers)."""
+
+    url: str = Field(description="Base URL of the upstream API (DICOMweb or FHIR).")
+    bearer_token: SecretStr | None = Field(None, description="Token sent as `Authorization: Bearer`.")
+    timeout_s: float = Field(60.0, gt=0, description="Timeout of each request to the source.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -10,8 +12,14 @@ from oncostruct_shared.service import ServiceSpec, build_service_app
 from oncostruct_shared.surfaces import FhirSurface
 
 from . import __version__
-from .api import bulk, bundle, everything, history, instance, metadata, search
+from .api import bulk, bundle, everything, history, instance, metadata, pull, search
 from .config import Settings
+
+
+@asynccontextmanager
+async def _background_jobs(app: FastAPI) -> AsyncIterator[None]:
+    async with bulk.bulk_lifespan(app), pull.pull_lifespan(app):
+        yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Fixed paths first: /metadata and /_history must win over /{resource_type}/{resource_id}.
             routers=[
                 bulk.router,
+                pull.router,
                 metadata.router,
                 history.router,
                 everything.router,
@@ -34,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 search.router,
                 instance.router,
             ],
-            lifespan=bulk.bulk_lifespan,
+            lifespan=_background_jobs,
             migrations_dir=Path(__file__).parent / "migrations",
             validation_status=400,
         )

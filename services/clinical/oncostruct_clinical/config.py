@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from oncostruct_shared.settings import ServiceSettings
+from oncostruct_shared.settings import ServiceSettings, UpstreamSource
 
 
 class Settings(ServiceSettings):
@@ -35,4 +35,8 @@ class Settings(ServiceSettings):
     )
     everything_max_resources: int = Field(
         10000, ge=1, description="Most resources one `Patient/$everything` answer holds."
+    )
+    fhir_sources: dict[str, UpstreamSource] = Field(
+        default_factory=dict,
+        description="FHIR servers patients can be pulled from (`$pull-import`), as JSON {name: {url, bearer_token}}.",
     )

@@ -140,3 +140,20 @@ class BulkExportFileRow(Base):
     resource_type: Mapped[str] = mapped_column(String(64))
     count: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(Text)
+
+
+class PullImportRow(Base):
+    """A pull import from a hospital FHIR server (read and written with SQL by :mod:`.api.pull`)."""
+
+    __tablename__ = "pull_import"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    source: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    patients: Mapped[list[str]] = mapped_column(JSONB)
+    done: Mapped[list[str]] = mapped_column(JSONB)
+    imported: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[list[str]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

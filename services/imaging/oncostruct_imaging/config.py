@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from oncostruct_shared.settings import ServiceSettings
+from oncostruct_shared.settings import ServiceSettings, UpstreamSource
 
-
-class PacsSource(BaseModel):
-    """An upstream DICOMweb server studies can be pulled from (configured by the operator, never by API callers)."""
-
-    url: str = Field(description="DICOMweb base URL (QIDO-RS and WADO-RS).")
-    bearer_token: SecretStr | None = Field(None, description="Token sent as `Authorization: Bearer`.")
-    timeout_s: float = Field(60.0, gt=0, description="Timeout of each request to the source.")
+#: An upstream DICOMweb server studies can be pulled from.
+PacsSource = UpstreamSource
 
 
 class Settings(ServiceSettings):

@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
@@ -31,6 +31,7 @@ from ..compartment import PATIENT_COMPARTMENT
 from ..deps import ContextDep
 from ..repository import fhir_instant
 from ..search.indexing import date_range
+from .background import BackgroundJobs
 from .fhir_http import fhir_response, information
 from .security import smart_grant
 
@@ -204,35 +205,11 @@ async def export_file(job_id: uuid.UUID, name: str, ctx: ContextDep) -> Response
     return Response(content, media_type=NDJSON)
 
 
-class BulkExports:
+class BulkExports(BackgroundJobs):
     """Runs export jobs in the background of this process; resumes unfinished ones at start."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self.sessionmaker = sessionmaker
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def start(self, job_id: uuid.UUID) -> None:
-        task = asyncio.create_task(self.run(job_id), name=f"bulk-export-{job_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def resume(self) -> None:
-        """Run again the jobs no replica has touched for a minute (their runner stopped)."""
-        stale = datetime.now(UTC) - timedelta(seconds=60)
-        async with self.sessionmaker() as session:
-            rows = await session.execute(
-                text("SELECT id FROM bulk_export WHERE status IN ('queued', 'running') AND updated_at < :stale"),
-                {"stale": stale},
-            )
-            for (job_id,) in rows.all():
-                self.start(job_id)
-
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        super().__init__(sessionmaker, "bulk_export")
 
     async def run(self, job_id: uuid.UUID) -> None:
         try:
