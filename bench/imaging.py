@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -56,8 +57,28 @@ def _timed(call: Callable[[], httpx.Response], repeat: int) -> list[float]:
     return times
 
 
+def _concurrent_stow(base: str, headers: dict[str, str], instances: list[bytes], clients: int) -> float:
+    """Instances/s when ``clients`` clients STOW batches of 20 at once."""
+    batches = [instances[i : i + 20] for i in range(0, len(instances), 20)]
+    bodies = [_body(batch) for batch in batches]
+
+    def send(body: bytes) -> None:
+        with httpx.Client(timeout=120, headers=headers) as client:
+            client.post(f"{base}/studies", content=body, headers={"Content-Type": STOW_TYPE}).raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, bodies))
+    return len(instances) / (time.perf_counter() - started)
+
+
 def measure(
-    name: str, base: str, headers: dict[str, str], instances: list[bytes], meta: dict[str, str]
+    name: str,
+    base: str,
+    headers: dict[str, str],
+    instances: list[bytes],
+    meta: dict[str, str],
+    concurrent: list[bytes] | None = None,
 ) -> dict[str, float]:
     """Run every measurement against one archive and return the figures."""
     figures: dict[str, float] = {}
@@ -68,6 +89,8 @@ def measure(
             response = client.post(f"{base}/studies", content=_body(batch), headers={"Content-Type": STOW_TYPE})
             response.raise_for_status()
         figures["stow_instances_per_s"] = len(instances) / (time.perf_counter() - started)
+        if concurrent:
+            figures["stow8_instances_per_s"] = _concurrent_stow(base, headers, concurrent, 8)
 
         study, series, patient = meta["study"], meta["series"], meta["patient"]
         qido = _timed(lambda: client.get(f"{base}/studies", params={"PatientID": patient}), meta_int(meta, "repeat"))
@@ -108,6 +131,7 @@ def meta_int(meta: dict[str, str], key: str) -> int:
 
 ROWS = [
     ("stow_instances_per_s", "STOW-RS instances/s (batches of 20)", True),
+    ("stow8_instances_per_s", "STOW-RS instances/s, 8 clients", True),
     ("qido_p50_ms", "QIDO-RS p50 ms", False),
     ("qido_p99_ms", "QIDO-RS p99 ms", False),
     ("series_metadata_ms", "series metadata ms (median)", False),
@@ -160,9 +184,16 @@ def main(argv: list[str]) -> int:
                 datasets = [
                     ct_dataset(study, series, number, size=128, patient_id=patient) for number in range(1, count + 1)
                 ]
-                for ds in datasets:
+                # 8-client STOW: one study (and patient) per batch of 20, as several modalities would send.
+                studies = [(new_uid(), new_uid(), f"{patient}-{index}") for index in range(count // 20 + 1)]
+                others = [
+                    ct_dataset(*studies[n // 20][:2], n % 20 + 1, size=128, patient_id=studies[n // 20][2])
+                    for n in range(count)
+                ]
+                for ds in [*datasets, *others]:
                     ds.preamble = b"\0" * 128
                 instances = [to_bytes(ds) for ds in datasets]
+                concurrent = [to_bytes(ds) for ds in others]
                 meta = {
                     "study": study,
                     "series": series,
@@ -170,9 +201,10 @@ def main(argv: list[str]) -> int:
                     "repeat": str(repeat),
                     "sops": ",".join(ds.SOPInstanceUID for ds in datasets),
                 }
-                ours = measure("oncostruct", imaging_base, {"Authorization": f"Bearer {token}"}, instances, meta)
+                auth = {"Authorization": f"Bearer {token}"}
+                ours = measure("oncostruct", imaging_base, auth, instances, meta, concurrent)
                 imaging.stop()  # before its database goes away
-                theirs = measure("orthanc", orthanc.dicomweb, {}, instances, meta)
+                theirs = measure("orthanc", orthanc.dicomweb, {}, instances, meta, concurrent)
                 print_table(ours, theirs, count)
     finally:
         if imaging is not None:

@@ -135,3 +135,9 @@ def test_export_needs_system_scopes_and_files_need_auth(
     status_url = manifest["output"][0]["url"].replace("$export-file", "$export-status").rsplit("/", 1)[0]
     assert api.delete(status_url).status_code == 202
     assert api.get(status_url).status_code == 404
+
+
+def test_another_clients_export_is_not_revealed(clinical_url: str, issuer: Issuer, api: httpx.Client) -> None:
+    manifest, _ = _export(api, "/$export", _type="Practitioner")
+    other = bearer(issuer.token("system/*.rs", subject="another-client"))
+    assert httpx.get(manifest["output"][0]["url"], headers=other).status_code == 404

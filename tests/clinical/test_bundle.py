@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from fhirclient.models.bundle import Bundle as R4Bundle
 
 
@@ -136,3 +137,20 @@ def test_body_over_the_size_limit_is_413(api: httpx.Client) -> None:
     huge = {"resourceType": "Patient", "text": {"status": "generated", "div": "<div>" + "x" * 11_000_000 + "</div>"}}
     response = api.post("/Patient", json=huge)
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("ifMatch", 5), ("ifNoneExist", ["identifier=x"]), ("fullUrl", {"urn": "x"})],
+)
+def test_bundle_elements_of_the_wrong_json_type_are_400(api: httpx.Client, field: str, value: object) -> None:
+    request: dict[str, object] = {"method": "POST", "url": "Patient"}
+    entry: dict[str, object] = {"resource": {"resourceType": "Patient"}, "request": request}
+    if field == "fullUrl":
+        entry["fullUrl"] = value
+    else:
+        request[field] = value
+    response = api.post("/", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]},
+                        headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    assert response.status_code == 400, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -112,3 +112,49 @@ def test_patient_scopes_without_a_launch_patient_grant_nothing(
     with _client(clinical_url, issuer, "patient/*.rs", None) as client:
         assert client.get(f"/Patient/{world['alice']}").status_code == 403
         assert client.get("/Observation").status_code == 403
+
+
+def test_reverse_chains_and_chains_are_refused(app: httpx.Client, world: dict[str, Any]) -> None:
+    medications = app.get("/Practitioner", params={"_has:Observation:performer:subject": f"Patient/{world['bob']}"})
+    assert medications.status_code == 403
+    chained = app.get("/Observation", params={"subject.name": "Bob"})
+    assert chained.status_code == 403
+
+
+def test_a_write_cannot_also_point_at_another_patient(app: httpx.Client, world: dict[str, Any]) -> None:
+    both = _observation(world["alice"], "8310-5", performer=[{"reference": f"Patient/{world['bob']}"}])
+    assert app.post("/Observation", json=both, headers=FHIR).status_code == 403
+
+
+def test_bundles_and_transactions_cannot_search_beyond_the_compartment(
+    app: httpx.Client, world: dict[str, Any]
+) -> None:
+    assert app.get("/Bundle").status_code == 403
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": _observation(world["alice"], "8310-5"),
+                "request": {"method": "POST", "url": "Observation", "ifNoneExist": f"subject=Patient/{world['bob']}"},
+            }
+        ],
+    }
+    assert app.post("/", json=transaction, headers=FHIR).status_code == 403
+
+
+def test_everything_leaves_out_other_patients_even_when_referenced(
+    clinical_url: str, issuer: Issuer, world: dict[str, Any]
+) -> None:
+    # Alice's own observation points at Bob's: $everything must not bring Bob's along.
+    with httpx.Client(
+        base_url=f"{clinical_url}/fhir", headers=bearer(issuer.token("system/*.cruds")), timeout=30
+    ) as admin:
+        create_resource(
+            admin, _observation(world["alice"], "8302-2", hasMember=[{"reference": f"Observation/{world['theirs']}"}])
+        )
+    with _client(clinical_url, issuer, "patient/*.rs", world["alice"]) as alice_app:
+        bundle = alice_app.get(f"/Patient/{world['alice']}/$everything").json()
+    ids = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
+    assert ("Observation", world["theirs"]) not in ids
+    assert ("Observation", world["mine"]) in ids

@@ -39,8 +39,9 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
 
 
 def in_scope_type(resource_type: str) -> bool:
-    """Whether resources of this type belong to patients (Patient itself, or a compartment type)."""
-    return resource_type == "Patient" or resource_type in PATIENT_COMPARTMENT
+    """Whether resources of this type may hold patient data (Patient, a compartment type, or Bundle —
+    stored documents and collections can hold anyone's data, so patient/ scopes never reach them)."""
+    return resource_type in ("Patient", "Bundle") or resource_type in PATIENT_COMPARTMENT
 
 
 def search_criterion(resource_type: str, patient_id: str) -> tuple[str, str]:
@@ -51,15 +52,18 @@ def search_criterion(resource_type: str, patient_id: str) -> tuple[str, str]:
 
 
 def content_in_compartment(content: dict[str, Any], patient_id: str, base_url: str) -> bool:
-    """Whether a resource body (to be written) is the Patient or references it in a compartment parameter."""
+    """Whether a body to be written belongs to the launch patient alone: the Patient itself, or a resource
+    whose compartment parameters reference that patient and no other patient."""
     resource_type = str(content.get("resourceType", ""))
     if resource_type == "Patient":
         return content.get("id") == patient_id
     params = PATIENT_COMPARTMENT.get(resource_type, ())
-    return any(
-        param in params and target_type == "Patient" and target_id == patient_id
-        for param, target_type, target_id, _ in index_resource(content, base_url).reference
-    )
+    patients = {
+        target_id
+        for param, target_type, target_id, url in index_resource(content, base_url).reference
+        if param in params and (target_type == "Patient" or (url or "").split("/")[-2:-1] == ["Patient"])
+    }
+    return patients == {patient_id}
 
 
 async def members(session: AsyncSession, resources: list[tuple[str, str]], patient_id: str) -> set[tuple[str, str]]:

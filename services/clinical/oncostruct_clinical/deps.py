@@ -25,6 +25,7 @@ async def get_context(request: Request, session: SessionDep, principal: Principa
         settings=request.app.state.settings,
         scopes=principal.scopes,
         patient=patient if valid else None,
+        subject=principal.subject,
     )
 
 

@@ -69,12 +69,13 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 
 @dataclass
 class Context:
-    """Who asks and where: the session (its transaction), settings, granted scopes and launch patient."""
+    """Who asks and where: the session (its transaction), settings, granted scopes, launch patient, caller."""
 
     session: AsyncSession
     settings: Settings
     scopes: frozenset[str]
     patient: str | None = None
+    subject: str = ""
 
     def authorize(self, resource_type: str, interaction: Interaction) -> bool:
         """403 unless a SMART scope allows ``interaction`` on ``resource_type``.
@@ -377,8 +378,15 @@ def bundle_links(
 async def search(ctx: Context, resource_type: str, params: Sequence[tuple[str, str]], handling: str) -> Outcome:
     """Search (R4 §3.1.1): a searchset Bundle of one page, with includes and links."""
     check_type(resource_type)
-    if ctx.authorize(resource_type, "s"):
+    restricted = ctx.authorize(resource_type, "s")
+    # Reverse chains and chains reach other resources than the ones searched: not with patient/ scopes.
+    chained = any(name.startswith("_has") or "." in name for name, _ in params)
+    if chained and ctx.patient is not None and smart_grant(ctx.scopes, resource_type, "s") != "all":
+        raise Forbidden("_has and chained parameters need a system/ or user/ scope, not a patient/ one.")
+    if restricted:
         assert ctx.patient is not None
+        if resource_type != "Patient" and resource_type not in PATIENT_COMPARTMENT:
+            raise Forbidden(f"{resource_type} resources can hold any patient's data: not with patient/ scopes.")
         params = [search_criterion(resource_type, ctx.patient), *params]  # stays inside the compartment
     request = parse_search(
         resource_type,

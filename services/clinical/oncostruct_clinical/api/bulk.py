@@ -90,7 +90,14 @@ async def _kick_off(
         ]
     chosen = _types(types, level, ctx)
     job_id = uuid.uuid4()
-    spec = {"level": level, "types": chosen, "since": since, "members": members, "request": str(request.url)}
+    spec = {
+        "level": level,
+        "types": chosen,
+        "since": since,
+        "members": members,
+        "request": str(request.url),
+        "owner": ctx.subject,
+    }
     await ctx.session.execute(
         text(
             "INSERT INTO bulk_export (id, spec, status, progress, created_at, updated_at) "
@@ -145,8 +152,8 @@ async def _job(ctx: interactions.Context, job_id: uuid.UUID) -> Any:
             {"id": job_id},
         )
     ).first()
-    if row is None:
-        raise NotFound(f"No export {job_id}.")
+    if row is None or row.spec.get("owner") != ctx.subject:
+        raise NotFound(f"No export {job_id}.")  # another client's export is not revealed
     return row
 
 

@@ -87,12 +87,19 @@ def _parse_entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
                 path=path,
                 query=split.query,
                 resource=resource,
-                full_url=raw.get("fullUrl"),
-                if_none_exist=request.get("ifNoneExist"),
-                if_match=parse_etag(request.get("ifMatch")),
+                full_url=_text(raw.get("fullUrl"), f"{where}.fullUrl"),
+                if_none_exist=_text(request.get("ifNoneExist"), f"{where}.request.ifNoneExist"),
+                if_match=parse_etag(_text(request.get("ifMatch"), f"{where}.request.ifMatch")),
             )
         )
     return entries
+
+
+def _text(value: Any, where: str) -> str | None:
+    """A Bundle string element, or None; :class:`Invalid` for any other JSON type."""
+    if value is None or isinstance(value, str):
+        return value
+    raise Invalid(f"{where} must be a string.", expression=[where])
 
 
 def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
@@ -121,6 +128,8 @@ def _conditional_references(value: Any, found: set[str]) -> None:
 
 
 async def _resolve_one(ctx: Context, resource_type: str, query: str) -> str | None:
+    # A condition searches the whole server: it needs a search scope, and not a patient/ one.
+    ctx.refuse_conditional(ctx.authorize(resource_type, "s"))
     request = interactions.search_request(ctx, resource_type, query)
     matches = await engine.find_ids(ctx.session, resource_type, request, ctx.settings.base_url, limit=2)
     if len(matches) > 1:

@@ -17,9 +17,11 @@ from sqlalchemy import text
 from oncostruct_shared.errors import Invalid
 
 from .. import interactions
+from ..compartment import members
 from ..deps import ContextDep
 from ..search.indexing import date_range
 from .fhir_http import fhir_response, negotiate
+from .security import smart_grant
 
 router = APIRouter(tags=["FHIR operations"])
 
@@ -72,7 +74,12 @@ async def patient_everything(
                 "search": {"mode": "match"},
             }
         )
-    for row in rows:
+    found = list(rows)
+    if ctx.patient is not None:  # patient/ scopes: nothing of other patients, even when referenced
+        allowed = await members(ctx.session, [(row.resource_type, row.id) for row in found], ctx.patient)
+        full = {t for t in {row.resource_type for row in found} if smart_grant(ctx.scopes, t, "r") == "all"}
+        found = [row for row in found if row.resource_type in full or (row.resource_type, row.id) in allowed]
+    for row in found:
         if not ctx.may_read(row.resource_type):
             continue
         if wanted is not None and row.resource_type not in wanted:

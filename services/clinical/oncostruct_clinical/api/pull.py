@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
@@ -52,7 +52,10 @@ def _parameters(body: dict[str, Any]) -> dict[str, list[str]]:
     if body.get("resourceType") != "Parameters":
         raise Invalid("The body must be a FHIR Parameters resource.", expression=["Parameters"])
     found: dict[str, list[str]] = {}
-    for item in body.get("parameter", []):
+    items = body.get("parameter", [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise Invalid("Parameters.parameter must be a list of parameters.", expression=["Parameters.parameter"])
+    for item in items:
         value = item.get("valueString") or item.get("valueId") or item.get("valueUri")
         if isinstance(value, str):
             found.setdefault(str(item.get("name")), []).append(value)
@@ -102,7 +105,8 @@ async def pull_import(request: Request, ctx: ContextDep) -> Response:
 @router.get("/$pull-import/{job_id}", response_class=Response)
 async def pull_status(job_id: uuid.UUID, ctx: ContextDep) -> Response:
     """The job's state as a Parameters resource: status, patients, done, imported resources, errors."""
-    ctx.authorize("*", "r")
+    if ctx.authorize("*", "r"):
+        raise Forbidden("Pull import status needs a system/ or user/ scope.")
     row = (
         await ctx.session.execute(
             text("SELECT source, status, patients, done, imported, errors FROM pull_import WHERE id = :id"),
@@ -120,6 +124,13 @@ async def pull_status(job_id: uuid.UUID, ctx: ContextDep) -> Response:
     ]
     parameter += [{"name": "error", "valueString": error} for error in row.errors]
     return fhir_response({"resourceType": "Parameters", "parameter": parameter})
+
+
+def _escape(value: str) -> str:
+    """A search value with FHIR's special characters escaped (R4 §3.1.1.4.6: \\ , $ |)."""
+    for character in ("\\", ",", "$", "|"):
+        value = value.replace(character, "\\" + character)
+    return value
 
 
 def _rewrite(value: Any, mapping: dict[str, str], base: str) -> Any:
@@ -225,7 +236,7 @@ class PullImports(BackgroundJobs):
             content["meta"] = {**content.get("meta", {}), "source": f"{source.url.rstrip('/')}/Patient/{patient}"}
             if identifier is not None:
                 content.pop("id", None)
-                query = f"identifier={identifier['system']}|{identifier['value']}"
+                query = urlencode({"identifier": f"{_escape(identifier['system'])}|{_escape(identifier['value'])}"})
                 outcome = await interactions.conditional_update(ctx, "Patient", query, content)
                 assert outcome.version is not None
                 mapping[f"Patient/{patient}"] = f"Patient/{outcome.version.id}"
