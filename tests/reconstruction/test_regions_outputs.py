@@ -12,6 +12,7 @@ from oncostruct_reconstruction.model.preprocess import resample_slices, restore_
 from oncostruct_reconstruction.model.regions import find_regions
 from oncostruct_reconstruction.model.scoring import calibrate_threshold
 from oncostruct_reconstruction.outputs import ResultIdentity, parametric_map, segmentation
+from tests.imaging.factory import to_bytes
 from tests.reconstruction.brain_series import brain_series
 
 
@@ -73,6 +74,7 @@ def test_outputs_are_the_same_objects_when_a_job_runs_again() -> None:
         assert one.SOPInstanceUID == two.SOPInstanceUID
         assert one.ContentDate == "20260102"
         assert one.PixelData == two.PixelData
+        assert to_bytes(one) == to_bytes(two)  # byte for byte: storing it again is an idempotent STOW
     other = ResultIdentity(uuid.uuid4(), "nearest_normal", "1", identity.created_at)
     assert parametric_map(series.datasets, anomaly, other, 0.5).SOPInstanceUID != first[0].SOPInstanceUID
     assert segmentation(series.datasets, [], identity) is None

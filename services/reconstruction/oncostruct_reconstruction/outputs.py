@@ -67,7 +67,17 @@ class ResultIdentity:
         }
 
 
-def _stamp(dataset: pydicom.Dataset, when: datetime) -> None:
+def _stamp(dataset: pydicom.Dataset, when: datetime, dimensions_uid: str) -> None:
+    """Make the object the same on every run: dates from the job, and the dimension organization UID
+    (highdicom draws a random one) derived from the job too."""
+    for item in dataset.get("DimensionOrganizationSequence", []):
+        item.DimensionOrganizationUID = dimensions_uid
+    for item in dataset.get("DimensionIndexSequence", []):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = dimensions_uid
+    for item in dataset.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S.%f")
     for prefix in ("Content", "Series", "InstanceCreation"):
         if f"{prefix}Date" in dataset:
             setattr(dataset, f"{prefix}Date", when.strftime("%Y%m%d"))
@@ -109,7 +119,7 @@ def parametric_map(
     if "Laterality" not in result and not any("ImageLaterality" in source for source in sources):
         # General Series: Type 2C, required (empty when unknown) unless laterality is sent per image or frame.
         result.Laterality = None
-    _stamp(result, identity.created_at)
+    _stamp(result, identity.created_at, identity.uid("parametric-map-dimensions"))
     return result
 
 
@@ -153,5 +163,5 @@ def segmentation(
     except (ValueError, TypeError, AttributeError) as exc:
         raise Unprocessable(f"The source series cannot carry a Segmentation ({exc}).") from None
     result.SeriesDescription = f"Anomaly regions ({identity.model})"
-    _stamp(result, identity.created_at)
+    _stamp(result, identity.created_at, identity.uid("segmentation-dimensions"))
     return result

@@ -188,7 +188,7 @@ class JobRunner:
             await self._analyse(job, work, timings)
         except UpstreamUnavailable as exc:
             attempts = job.attempts + 1
-            delay = min(self.settings.retry_base_s * 2 ** (attempts - 1), self.settings.retry_max_s)
+            delay = min(self.settings.retry_base_s * 2 ** min(attempts - 1, 30), self.settings.retry_max_s)
             await set_job(
                 self.sessionmaker, identifier, status=JobStatus.queued.value, attempts=attempts,
                 waiting=f"{exc.detail} Attempt {attempts + 1} in {delay:g} s.",

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,24 +79,40 @@ def _source_series(dataset: pydicom.Dataset) -> dict[str, str]:
     return found
 
 
-def _read(paths: list[Path], schema: SchemaDefinition, default: tuple[str, str] | None) -> tuple[list[Any], list[str]]:
-    """The ROI and series-label inputs of the retrieved SEG and SR instances, with the source map of each."""
+def _referenced_segmentation(report: pydicom.Dataset, segs: Sequence[pydicom.Dataset]) -> pydicom.Dataset | None:
+    """The SEG among ``segs`` that the SR's evidence references (the only one when there is one)."""
+    referenced: set[str] = set()
+    for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        for study in report.get(keyword, []):
+            for series in study.get("ReferencedSeriesSequence", []):
+                referenced |= {str(i.ReferencedSOPInstanceUID) for i in series.get("ReferencedSOPSequence", [])}
+    chosen = [seg for seg in segs if str(seg.SOPInstanceUID) in referenced]
+    return chosen[0] if chosen else (segs[0] if len(segs) == 1 else None)
+
+
+Item = tuple[RoiInput | LabelValue, dict[str, str], str]
+
+
+def _read(paths: list[Path], schema: SchemaDefinition, default: tuple[str, str] | None) -> tuple[list[Item], list[str]]:
+    """The ROI and series-label inputs of the retrieved SEG and SR instances, each with the source map of its
+    object and a stable key (the object's SOP Instance UID and the item's place in it)."""
     datasets = [pydicom.dcmread(path) for path in paths]
     segs = [ds for ds in datasets if str(ds.SOPClassUID) == SEG_CLASS]
     reports = [ds for ds in datasets if str(ds.SOPClassUID) in SR_CLASSES]
     if not segs and not reports:
         classes = sorted({str(ds.SOPClassUID) for ds in datasets})
         raise Unprocessable(f"The series holds no DICOM SEG or SR (SOP Classes {classes}).", expression=["series_uid"])
-    items: list[tuple[RoiInput | LabelValue, dict[str, str]]] = []
+    items: list[Item] = []
     skipped: list[str] = []
     for seg in segs:
-        items += [(roi, _source_series(seg)) for roi in read_segmentation(seg, schema)]
+        key = str(seg.SOPInstanceUID)
+        items += [(roi, _source_series(seg), f"{key}/{n}") for n, roi in enumerate(read_segmentation(seg, schema))]
     for report in reports:
-        imported = read_measurement_report(
-            report, schema, segmentation=segs[0] if segs else None, default_class=default
-        )
-        sources = _source_series(report)
-        items += [(roi, sources) for roi in imported.rois] + [(label, sources) for label in imported.series_labels]
+        segmentation = _referenced_segmentation(report, segs)
+        imported = read_measurement_report(report, schema, segmentation=segmentation, default_class=default)
+        sources, key = _source_series(report), str(report.SOPInstanceUID)
+        found: list[RoiInput | LabelValue] = [*imported.rois, *imported.series_labels]
+        items += [(item, sources, f"{key}/{n}") for n, item in enumerate(found)]
         skipped += imported.skipped
     return items, skipped
 
@@ -132,7 +149,7 @@ async def import_dicom(
         await asyncio.to_thread(shutil.rmtree, folder, True)
     rows = []
     seen_series: dict[tuple[str, str], Any] = {}
-    for index, (item, sources) in enumerate(items):
+    for index, (item, sources, item_key) in enumerate(items):
         fields = annotation_fields(item)
         if isinstance(item, RoiInput):
             images = images_of(item.geometry)
@@ -147,7 +164,7 @@ async def import_dicom(
             continue
         body = AnnotationCreate.model_validate(
             {**fields, "project_id": data.project_id, "study_uid": data.study_uid, "series_uid": series_uid,
-             "status": status, "client_key": f"import:{data.series_uid}:{index}"}
+             "status": status, "client_key": f"import:{item_key}"}
         )  # fmt: skip
         try:
             row = await prepare_annotation(session, project, body, author)

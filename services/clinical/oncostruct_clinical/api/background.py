@@ -43,12 +43,20 @@ class BackgroundJobs:
         task.add_done_callback(self.tasks.discard)
 
     async def resume(self) -> None:
-        """Run again the unfinished jobs no replica has touched for a minute."""
+        """Run again the unfinished jobs no replica has touched for a minute.
+
+        Claimed atomically (the UPDATE touches them), so replicas starting together take each job once.
+        """
         stale = datetime.now(UTC) - timedelta(seconds=60)
-        query = f"SELECT id FROM {self.table} WHERE status IN ('queued', 'running') AND updated_at < :stale"  # noqa: S608 - fixed table name
+        claim = (
+            f"UPDATE {self.table} SET updated_at = now() "  # noqa: S608 - fixed table name
+            "WHERE status IN ('queued', 'running') AND updated_at < :stale RETURNING id"
+        )
         async with self.sessionmaker() as session:
-            for (job_id,) in (await session.execute(text(query), {"stale": stale})).all():
-                self.start(job_id)
+            claimed = (await session.execute(text(claim), {"stale": stale})).scalars().all()
+            await session.commit()
+        for job_id in claimed:
+            self.start(job_id)
 
     async def close(self) -> None:
         """Cancel the running jobs (they resume in a replica that starts later)."""
