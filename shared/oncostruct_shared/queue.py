@@ -133,6 +133,9 @@ class QueueService:
         Wait between attempts to reach the database.
     startup_wait_s
         How long entering waits for the queue to open before the service starts unready.
+    stalled_after_s
+        With ``worker``: a job of these queues whose worker sent no heartbeat for this long (its
+        process died) is put back to run again, checked every half of it.
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class QueueService:
         extras: Iterable[Callable[[], Awaitable[None]]] = (),
         retry_s: float = 1.0,
         startup_wait_s: float = 10.0,
+        stalled_after_s: float = 60.0,
     ) -> None:
         self.app = app
         self.conninfo = libpq_conninfo(database_url)
@@ -157,6 +161,7 @@ class QueueService:
         self.extras = list(extras)
         self.retry_s = retry_s
         self.startup_wait_s = startup_wait_s
+        self.stalled_after_s = stalled_after_s
         self.ready = asyncio.Event()
         self._opened = False
         self._task: asyncio.Task[None] | None = None
@@ -180,6 +185,7 @@ class QueueService:
         self.ready.set()
         runs = [extra() for extra in self.extras]
         if self.worker:
+            runs.append(self._recover_stalled())
             runs.append(
                 self.app.run_worker_async(
                     queues=self.queues,
@@ -191,6 +197,19 @@ class QueueService:
             )
         if runs:
             await asyncio.gather(*runs)
+
+    async def _recover_stalled(self) -> None:
+        manager = self.app.job_manager
+        while True:
+            try:
+                for queue in self.queues:
+                    stalled = await manager.get_stalled_jobs(queue=queue, seconds_since_heartbeat=self.stalled_after_s)
+                    for job in stalled:
+                        await manager.retry_job(job)
+                        log.warning("stalled job put back", extra={"queue": queue, "task": job.task_name})
+            except Exception:
+                log.exception("stalled-job recovery failed")
+            await asyncio.sleep(self.stalled_after_s / 2)
 
     async def check(self) -> None:
         """``/readyz``: fails until jobs can be deferred."""

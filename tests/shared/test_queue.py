@@ -83,3 +83,36 @@ async def test_queueing_lock_keeps_one_pending_job_per_key(postgres: PostgresSer
         else:
             duplicate_refused = False
     assert duplicate_refused
+
+
+async def test_a_job_whose_worker_died_is_run_again(postgres: PostgresServer) -> None:
+    """A job left 'doing' by a worker that stopped sending heartbeats (its process was killed) runs again."""
+    from psycopg import AsyncConnection
+
+    from oncostruct_shared.queue import QueueService
+
+    url = await asyncio.to_thread(postgres.create_database, "queue_stalled")
+    app = create_queue_app(url)
+    runs: list[str] = []
+
+    @app.task(name="analyse", queue="stalled-test")
+    async def analyse(series: str) -> None:
+        runs.append(series)
+
+    async with app.open_async():
+        await ensure_queue_schema(app)
+        job_id = await app.configure_task("analyse", queue="stalled-test").defer_async(series="1.2.3")
+        async with await AsyncConnection.connect(libpq_conninfo(url), options="-c search_path=oncostruct_jobs") as db:
+            worker = await (
+                await db.execute(
+                    "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 hour') RETURNING id"
+                )
+            ).fetchone()
+            assert worker is not None
+            await db.execute(
+                "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s", (worker[0], job_id)
+            )
+            await db.commit()
+    service = QueueService(app, url, "oncostruct_jobs", ["stalled-test"], stalled_after_s=1.0)
+    async with service:
+        await _wait_for(lambda: runs == ["1.2.3"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from . import __version__
 from .api import jobs
 from .clients.triton import TritonModelClient
 from .config import Settings
-from .runner import QUEUE, JobRunner, every, recover_stalled
+from .runner import QUEUE, JobRunner
 
 
 class TritonClients:
@@ -54,9 +53,6 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     app.state.triton = tritons(settings.triton_model_version)
     database_url = settings.database_url.get_secret_value()
     queue = create_queue_app(database_url, settings.queue_schema)
-    recovery = functools.partial(
-        every, settings.stalled_after_s / 2, lambda: recover_stalled(queue, settings.stalled_after_s)
-    )
     async with (
         build_http_client(
             settings, settings.imaging_url, auth=service_auth(settings, "dicomweb.read dicomweb.write")
@@ -73,7 +69,7 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
             [QUEUE],
             worker=settings.queue_worker,
             concurrency=settings.worker_concurrency,
-            extras=[recovery] if settings.queue_worker else [],
+            stalled_after_s=settings.stalled_after_s,
         )
         try:
             async with app.state.queue:

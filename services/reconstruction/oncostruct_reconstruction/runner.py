@@ -12,7 +12,7 @@
 A peer that is away (Triton, imaging, annotations: :class:`UpstreamUnavailable`) puts the
 job back in the queue with a doubling wait, forever: the job says why it waits and when
 it tries again. Any other error fails the job with its reason. A worker that dies leaves
-a stalled queue job that :func:`recover_stalled` runs again.
+a stalled queue job that the suite's queue (:class:`~oncostruct_shared.queue.QueueService`) runs again.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import shutil
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
@@ -54,7 +54,6 @@ from .series import SeriesPlan, SourceVolume, check_series, is_own_result, load_
 log = logging.getLogger("oncostruct.reconstruction.jobs")
 QUEUE = "reconstruction"
 RETRIEVE_URL = "00081190"
-T = TypeVar("T")
 
 
 @dataclass
@@ -366,24 +365,4 @@ class JobRunner:
         }
 
 
-async def recover_stalled(queue: procrastinate.App, stalled_after_s: float) -> int:
-    """Run again the queue's ``reconstruction`` jobs whose worker stopped sending heartbeats; how many."""
-    manager = queue.job_manager
-    count = 0
-    for stalled in await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=stalled_after_s):
-        await manager.retry_job(stalled)
-        count += 1
-    return count
-
-
-async def every(seconds: float, action: Callable[[], Awaitable[T]]) -> None:
-    """Call ``action`` every ``seconds`` until cancelled; a failing call is logged, not fatal."""
-    while True:
-        try:
-            await action()
-        except Exception:
-            log.exception("periodic action failed")
-        await asyncio.sleep(seconds)
-
-
-__all__ = ["QUEUE", "JobRunner", "ModelInfo", "every", "recover_stalled"]
+__all__ = ["QUEUE", "JobRunner", "ModelInfo"]
