@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import socket
 
@@ -210,3 +211,26 @@ def test_openapi_document_lives_under_the_prefix(
     assert all(path.startswith(PREFIXES[service]) for path in paths)
     assert "/healthz" not in paths
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+PUBLIC = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+          "/fhir/metadata", "/fhir/.well-known/smart-configuration")  # fmt: skip
+
+
+@pytest.mark.parametrize("service", ["clinical", "imaging", "annotations", "reconstruction"])
+def test_every_route_but_the_public_ones_needs_a_token(
+    service: str, service_urls: dict[str, str], http: httpx.Client
+) -> None:
+    module = importlib.import_module(f"oncostruct_{service}.app")
+    checked = 0
+    for path, operations in module.create_app().openapi()["paths"].items():
+        if path.endswith(PUBLIC):
+            continue
+        concrete = re.sub(r"\{resource_type\}", "Patient", path)
+        concrete = re.sub(r"\{[^}]*(id|_id)\}", "6f1c2b1e-4a55-4c47-9b8e-0f4f5c2a9d10", concrete)
+        concrete = re.sub(r"\{[^}]+\}", "1.2.3", concrete)
+        for method in operations:
+            response = http.request(method.upper(), service_urls[service] + concrete)
+            assert response.status_code == 401, (method, path, response.status_code)
+            checked += 1
+    assert checked >= 3

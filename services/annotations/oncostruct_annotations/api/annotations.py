@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from oncostruct_shared.auth import Principal
 from oncostruct_shared.db import SessionDep
@@ -68,6 +69,20 @@ def _public(row: object, response: Response | None = None) -> AnnotationPublic:
     if response is not None:
         response.headers["ETag"] = etag(public.version)
     return public
+
+
+@dataclass
+class Change:
+    """A change to one annotation: the caller first (401/403 before anything else), then its If-Match."""
+
+    principal: WriterDep
+    version: IfMatchDep
+    request: Request
+    response: Response
+    session: SessionDep
+
+
+ChangeDep = Annotated[Change, Depends()]
 
 
 @router.post("", status_code=201, response_model=AnnotationPublic)
@@ -176,16 +191,15 @@ async def read(
 
 
 @router.patch("/{annotation_id}", response_model=AnnotationPublic)
-async def update(
-    annotation_id: uuid.UUID,
-    data: AnnotationUpdate,
-    version: IfMatchDep,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: WriterDep,
-) -> AnnotationPublic:
+async def update(annotation_id: uuid.UUID, data: AnnotationUpdate, change: ChangeDep) -> AnnotationPublic:
     """Change value, attributes, geometry or tracking id (needs `If-Match`); correcting a proposal makes it a draft."""
+    request, response, session, principal, version = (
+        change.request,
+        change.response,
+        change.session,
+        change.principal,
+        change.version,
+    )
     row = await get_annotation(session, annotation_id, for_update=True)
     await require_role(session, row.project_id, principal.subject, *WRITERS)
     check_version(row, version)
@@ -204,27 +218,19 @@ async def update(
 
 
 @router.delete("/{annotation_id}", response_model=AnnotationPublic)
-async def delete(
-    annotation_id: uuid.UUID,
-    version: IfMatchDep,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: WriterDep,
-) -> AnnotationPublic:
+async def delete(annotation_id: uuid.UUID, change: ChangeDep) -> AnnotationPublic:
     """Delete an annotation: its status becomes `deleted`; its revisions stay (needs `If-Match`)."""
-    return await _act(annotation_id, Action.delete, version, request, response, session, principal)
+    return await _act(annotation_id, Action.delete, change)
 
 
-async def _act(
-    annotation_id: uuid.UUID,
-    action: Action,
-    version: int,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: Principal,
-) -> AnnotationPublic:
+async def _act(annotation_id: uuid.UUID, action: Action, change: Change) -> AnnotationPublic:
+    request, response, session, principal, version = (
+        change.request,
+        change.response,
+        change.session,
+        change.principal,
+        change.version,
+    )
     row = await get_annotation(session, annotation_id, for_update=True)
     step = TRANSITIONS.get((Status(row.status), action))
     review = step is not None and step.review
@@ -271,15 +277,7 @@ async def comments(annotation_id: uuid.UUID, session: SessionDep, principal: Rea
 
 # Declared last: its {action} segment must not shadow /revisions and /comments.
 @router.post("/{annotation_id}/{action}", response_model=AnnotationPublic)
-async def act(
-    annotation_id: uuid.UUID,
-    action: Action,
-    version: IfMatchDep,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    principal: WriterDep,
-) -> AnnotationPublic:
+async def act(annotation_id: uuid.UUID, action: Action, change: ChangeDep) -> AnnotationPublic:
     """Move an annotation along its review: accept or reject a proposal; submit, withdraw; approve or reject
     a submission (reviewers, `annotations.review`); reopen a rejected one. Needs `If-Match`."""
-    return await _act(annotation_id, action, version, request, response, session, principal)
+    return await _act(annotation_id, action, change)

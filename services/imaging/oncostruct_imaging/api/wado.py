@@ -19,10 +19,10 @@ import io
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pydicom
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -472,96 +472,72 @@ async def _one_instance(
     return with_pixels[len(with_pixels) // 2]  # the middle image represents a study or series
 
 
+@dataclass
+class Rendering:
+    """What every rendered and thumbnail route needs (one dependency instead of five parameters each)."""
+
+    request: Request
+    session: SessionDep
+    settings: SettingsDep
+    store: StoreDep
+    scope: ReadScope
+
+    async def respond(
+        self,
+        study: str,
+        series: str | None = None,
+        instance: str | None = None,
+        frame: str | None = None,
+        *,
+        thumbnail: bool,
+    ) -> Response:
+        """Render the instance (or the middle image of a study or series), frame ``frame`` or the first."""
+        _uids(*(uid for uid in (study, series, instance) if uid is not None))
+        item = await _one_instance(self.session, study, series, instance)
+        frames = parse_frame_list(frame, item.number_of_frames or 0) if frame is not None else [1]
+        if len(frames) != 1:
+            raise Invalid("A rendered frame is one frame; ask for each frame on its own.", expression=["frame"])
+        number = frames[0]
+        return await _render(self.request, self.settings, self.session, self.store, item, number, thumbnail=thumbnail)
+
+
+RenderDep = Annotated[Rendering, Depends()]
+
+
 @router.get("/studies/{study}/series/{series}/instances/{instance}/rendered", response_class=Response)
-async def retrieve_rendered_instance(
-    request: Request,
-    study: str,
-    series: str,
-    instance: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    _: ReadScope,
-) -> Response:
+async def retrieve_rendered_instance(study: str, series: str, instance: str, render: RenderDep) -> Response:
     """Retrieve an instance rendered as an image (first frame; WADO-RS, PS3.18 §10.4)."""
-    _uids(study, series, instance)
-    item = await _one_instance(session, study, series, instance)
-    return await _render(request, settings, session, store, item, 1, thumbnail=False)
+    return await render.respond(study, series, instance, thumbnail=False)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered", response_class=Response)
-async def retrieve_rendered_frame(
-    request: Request,
-    study: str,
-    series: str,
-    instance: str,
-    frame: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    _: ReadScope,
-) -> Response:
+async def retrieve_rendered_frame(study: str, series: str, instance: str, frame: str, render: RenderDep) -> Response:
     """Retrieve one frame rendered as an image (WADO-RS, PS3.18 §10.4)."""
-    _uids(study, series, instance)
-    item = await _one_instance(session, study, series, instance)
-    (number,) = parse_frame_list(frame, item.number_of_frames or 0)
-    return await _render(request, settings, session, store, item, number, thumbnail=False)
+    return await render.respond(study, series, instance, frame, thumbnail=False)
 
 
 @router.get("/studies/{study}/thumbnail", response_class=Response)
-async def retrieve_study_thumbnail(
-    request: Request, study: str, session: SessionDep, settings: SettingsDep, store: StoreDep, _: ReadScope
-) -> Response:
+async def retrieve_study_thumbnail(study: str, render: RenderDep) -> Response:
     """Retrieve a thumbnail of a study (its middle image; PS3.18 §10.4)."""
-    _uids(study)
-    item = await _one_instance(session, study)
-    return await _render(request, settings, session, store, item, 1, thumbnail=True)
+    return await render.respond(study, thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", response_class=Response)
-async def retrieve_series_thumbnail(
-    request: Request, study: str, series: str, session: SessionDep, settings: SettingsDep, store: StoreDep, _: ReadScope
-) -> Response:
+async def retrieve_series_thumbnail(study: str, series: str, render: RenderDep) -> Response:
     """Retrieve a thumbnail of a series (its middle image; PS3.18 §10.4)."""
-    _uids(study, series)
-    item = await _one_instance(session, study, series)
-    return await _render(request, settings, session, store, item, 1, thumbnail=True)
+    return await render.respond(study, series, thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail", response_class=Response)
-async def retrieve_instance_thumbnail(
-    request: Request,
-    study: str,
-    series: str,
-    instance: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    _: ReadScope,
-) -> Response:
+async def retrieve_instance_thumbnail(study: str, series: str, instance: str, render: RenderDep) -> Response:
     """Retrieve a thumbnail of an instance (PS3.18 §10.4)."""
-    _uids(study, series, instance)
-    item = await _one_instance(session, study, series, instance)
-    return await _render(request, settings, session, store, item, 1, thumbnail=True)
+    return await render.respond(study, series, instance, thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail", response_class=Response)
-async def retrieve_frame_thumbnail(
-    request: Request,
-    study: str,
-    series: str,
-    instance: str,
-    frame: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    _: ReadScope,
-) -> Response:
+async def retrieve_frame_thumbnail(study: str, series: str, instance: str, frame: str, render: RenderDep) -> Response:
     """Retrieve a thumbnail of one frame (PS3.18 §10.4)."""
-    _uids(study, series, instance)
-    item = await _one_instance(session, study, series, instance)
-    (number,) = parse_frame_list(frame, item.number_of_frames or 0)
-    return await _render(request, settings, session, store, item, number, thumbnail=True)
+    return await render.respond(study, series, instance, frame, thumbnail=True)
 
 
 # --- delete ---------------------------------------------------------------------
