@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from oncostruct_shared.errors import Forbidden, Invalid
@@ -98,46 +99,49 @@ async def _history(
     return fhir_response(bundle)
 
 
+@dataclass
+class HistoryRequest:
+    """What every history route reads: the caller and the paging parameters."""
+
+    request: Request
+    ctx: ContextDep
+    since: SinceQuery = None
+    count: CountQuery = None
+    cursor: CursorQuery = None
+
+    async def page(self, resource_type: str | None, resource_id: str | None) -> Response:
+        return await _history(self.request, self.ctx, resource_type, resource_id, self.since, self.count, self.cursor)
+
+    def refuse_patient_scopes(self, resource_type: str, level: str) -> None:
+        """Type and system history cross patients: not with patient/ scopes."""
+        if self.ctx.authorize(resource_type, "r"):
+            raise Forbidden(f"{level} history needs a system/ or user/ scope; patient/ scopes read one patient's data.")
+
+
+HistoryDep = Annotated[HistoryRequest, Depends()]
+
+
 @router.get("/_history", response_class=Response)
-async def history_system(
-    request: Request, ctx: ContextDep, since: SinceQuery = None, count: CountQuery = None, cursor: CursorQuery = None
-) -> Response:
+async def history_system(history: HistoryDep) -> Response:
     """Every version of every resource the caller may read, newest first (FHIR history, system level)."""
-    if ctx.authorize("*", "r"):
-        raise Forbidden("System history needs a system/ or user/ scope; patient/ scopes read one patient's data.")
-    return await _history(request, ctx, None, None, since, count, cursor)
+    history.refuse_patient_scopes("*", "System")
+    return await history.page(None, None)
 
 
 @router.get("/{resource_type}/_history", response_class=Response)
-async def history_type(
-    resource_type: TypePath,
-    request: Request,
-    ctx: ContextDep,
-    since: SinceQuery = None,
-    count: CountQuery = None,
-    cursor: CursorQuery = None,
-) -> Response:
+async def history_type(resource_type: TypePath, history: HistoryDep) -> Response:
     """Every version of every resource of one type, newest first (FHIR history, type level)."""
     interactions.check_type(resource_type)
-    if ctx.authorize(resource_type, "r"):
-        raise Forbidden("Type history needs a system/ or user/ scope; patient/ scopes read one patient's data.")
-    return await _history(request, ctx, resource_type, None, since, count, cursor)
+    history.refuse_patient_scopes(resource_type, "Type")
+    return await history.page(resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", response_class=Response)
-async def history_instance(
-    resource_type: TypePath,
-    resource_id: IdPath,
-    request: Request,
-    ctx: ContextDep,
-    since: SinceQuery = None,
-    count: CountQuery = None,
-    cursor: CursorQuery = None,
-) -> Response:
+async def history_instance(resource_type: TypePath, resource_id: IdPath, history: HistoryDep) -> Response:
     """Every version of one resource, newest first (FHIR history, instance level)."""
     interactions.check_type(resource_type)
-    restricted = ctx.authorize(resource_type, "r")
+    restricted = history.ctx.authorize(resource_type, "r")
     interactions.check_id(resource_id)
     if restricted:
-        await ctx.require_member(resource_type, resource_id)
-    return await _history(request, ctx, resource_type, resource_id, since, count, cursor)
+        await history.ctx.require_member(resource_type, resource_id)
+    return await history.page(resource_type, resource_id)

@@ -9,6 +9,7 @@ a route does not allow.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -89,51 +90,64 @@ async def vread(
     return fhir_response(outcome.version.content, headers=outcome_headers(outcome, ctx.settings, location=False))
 
 
+async def _write(
+    request: Request,
+    ctx: ContextDep,
+    resource_type: str,
+    run: Callable[[int | None], Awaitable[interactions.Outcome]],
+    *,
+    body: bool = True,
+) -> Response:
+    """The common frame of update, conditional update, patch and delete: checks, If-Match, commit, response."""
+    interactions.check_type(resource_type)
+    if body:
+        negotiate(request)
+    outcome = await run(parse_etag(request.headers.get("if-match")))
+    await ctx.session.commit()
+    return write_response(outcome, request)
+
+
 @router.put("/{resource_type}/{resource_id}", response_class=Response)
 async def update(resource_type: TypePath, resource_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     """Update a resource, or create it with this id (FHIR update; If-Match for version-aware updates)."""
-    interactions.check_type(resource_type)
-    negotiate(request)
-    content = await read_resource_body(request)
-    if_match = parse_etag(request.headers.get("if-match"))
-    outcome = await interactions.update(ctx, resource_type, resource_id, content, if_match)
-    await ctx.session.commit()
-    return write_response(outcome, request)
+
+    async def run(if_match: int | None) -> interactions.Outcome:
+        content = await read_resource_body(request)
+        return await interactions.update(ctx, resource_type, resource_id, content, if_match)
+
+    return await _write(request, ctx, resource_type, run)
 
 
 @router.put("/{resource_type}", response_class=Response)
 async def conditional_update(resource_type: TypePath, request: Request, ctx: ContextDep) -> Response:
     """Update the one resource matching the search in the URL, or create it (FHIR conditional update)."""
-    interactions.check_type(resource_type)
-    negotiate(request)
-    condition = _condition(request)
-    content = await read_resource_body(request)
-    if_match = parse_etag(request.headers.get("if-match"))
-    outcome = await interactions.conditional_update(ctx, resource_type, condition, content, if_match)
-    await ctx.session.commit()
-    return write_response(outcome, request)
+
+    async def run(if_match: int | None) -> interactions.Outcome:
+        condition, content = _condition(request), await read_resource_body(request)
+        return await interactions.conditional_update(ctx, resource_type, condition, content, if_match)
+
+    return await _write(request, ctx, resource_type, run)
 
 
 @router.patch("/{resource_type}/{resource_id}", response_class=Response)
 async def patch(resource_type: TypePath, resource_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     """Apply a JSON Patch to a resource (FHIR patch)."""
-    interactions.check_type(resource_type)
-    negotiate(request)
-    operations = await read_patch_body(request)
-    if_match = parse_etag(request.headers.get("if-match"))
-    outcome = await interactions.patch(ctx, resource_type, resource_id, operations, if_match)
-    await ctx.session.commit()
-    return write_response(outcome, request)
+
+    async def run(if_match: int | None) -> interactions.Outcome:
+        operations = await read_patch_body(request)
+        return await interactions.patch(ctx, resource_type, resource_id, operations, if_match)
+
+    return await _write(request, ctx, resource_type, run)
 
 
 @router.delete("/{resource_type}/{resource_id}", response_class=Response)
 async def delete(resource_type: TypePath, resource_id: IdPath, request: Request, ctx: ContextDep) -> Response:
     """Delete a resource; its history stays (FHIR delete)."""
-    interactions.check_type(resource_type)
-    if_match = parse_etag(request.headers.get("if-match"))
-    outcome = await interactions.delete(ctx, resource_type, resource_id, if_match)
-    await ctx.session.commit()
-    return write_response(outcome, request)
+
+    async def run(if_match: int | None) -> interactions.Outcome:
+        return await interactions.delete(ctx, resource_type, resource_id, if_match)
+
+    return await _write(request, ctx, resource_type, run, body=False)
 
 
 @router.delete("/{resource_type}", response_class=Response)
