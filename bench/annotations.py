@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import secrets
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,8 @@ from typing import Any
 import httpx
 from dicomweb_client.api import DICOMwebClient
 
-from bench._services import percentile
+from bench._services import percentile, suite
 from bench.jobs import brain_volume, series_datasets
-from oncostruct_shared.devissuer import IssuerSettings, create_app, load_or_create_key, mint_token
-from tests.support import LiveServer, ServiceProcess, free_port, postgres_server
 
 CLIENTS = 2
 SCOPES = [
@@ -142,35 +139,9 @@ def main(argv: list[str]) -> int:
     rois, series_count = (5_000, 10) if args.quick else (args.rois, args.series)
     folder = Path(tempfile.mkdtemp(prefix="oncostruct-bench-annotations-"))
     folder.chmod(0o755)
-    secret = secrets.token_urlsafe(16)
     names = ("clinical", "imaging", "annotations")
-    processes: list[ServiceProcess] = []
-    with postgres_server() as postgres:
-        database = postgres.create_database("bench_suite")
-        port = free_port()
-        settings = IssuerSettings(
-            url=f"http://127.0.0.1:{port}",
-            key_file=folder / "key.pem",
-            clients={f"oncostruct-{name}": secret for name in names},
-        )
-        with LiveServer(create_app(settings), port=port):
-            token = mint_token(
-                load_or_create_key(settings.key_file), issuer=settings.url, audience="oncostruct", subject="bench",
-                scopes=SCOPES, ttl_seconds=7200,
-            )  # fmt: skip
-            try:
-                urls: dict[str, str] = {}
-                for name in names:
-                    env = {"auth_client_secret": secret, **{f"{peer}_url": url for peer, url in urls.items()}}
-                    if name == "annotations":
-                        env["storage_path"] = str(folder / "annotations")
-                    service = ServiceProcess(name, database, settings.url, folder, settings=env).start()
-                    processes.append(service)
-                    urls[name] = service.url
-                rows = measure(urls, token, rois, series_count)
-            finally:
-                for service in reversed(processes):
-                    service.stop()
+    with suite(names, folder, {"annotations": {"storage_path": str(folder / "annotations")}}) as services:
+        rows = measure(services.urls, services.token(*SCOPES), rois, series_count)
     print(f"\n{'measure':<52}{'value':>16}  target")
     for label, value, target in rows:
         print(f"{label:<52}{value:>16}  {target}")

@@ -12,7 +12,6 @@ and prints the time per stage as the job records it, and the wall time from POST
 from __future__ import annotations
 
 import argparse
-import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,11 @@ import numpy as np
 from dicomweb_client.api import DICOMwebClient
 from scipy import ndimage  # type: ignore[import-untyped]
 
+from bench._services import suite
 from oncostruct_reconstruction.model.repository import DEFAULT_REPOSITORY
 from oncostruct_reconstruction.model.volumes import mni152_volume
 from oncostruct_reconstruction.triton_local import LocalTriton
-from oncostruct_shared.devissuer import IssuerSettings, create_app, load_or_create_key, mint_token
 from tests.imaging.factory import ct_dataset, new_uid
-from tests.support import LiveServer, ServiceProcess, free_port, postgres_server
 
 STAGES = ("checking model", "checking series", "retrieving", "inferring", "scoring", "storing results", "proposing")
 
@@ -77,40 +75,13 @@ def main(argv: list[str]) -> int:
     slices, repeat = (60, 1) if args.quick else (args.slices, args.repeat)
     folder = Path(tempfile.mkdtemp(prefix="oncostruct-bench-jobs-"))
     folder.chmod(0o755)
-    secret = secrets.token_urlsafe(16)
     names = ("clinical", "imaging", "annotations", "reconstruction")
-    processes: list[ServiceProcess] = []
-    with postgres_server() as postgres, LocalTriton(DEFAULT_REPOSITORY) as triton:
-        database = postgres.create_database("bench_suite")
-        port = free_port()
-        settings = IssuerSettings(
-            url=f"http://127.0.0.1:{port}",
-            key_file=folder / "key.pem",
-            clients={f"oncostruct-{name}": secret for name in names},
-        )
-        with LiveServer(create_app(settings), port=port):
-            key = load_or_create_key(settings.key_file)
-            scopes = [
-                "dicomweb.read",
-                "dicomweb.write",
-                "reconstruction.read",
-                "reconstruction.run",
-                "annotations.write",
-            ]
-            token = mint_token(key, issuer=settings.url, audience="oncostruct", subject="bench", scopes=scopes)
-            try:
-                urls: dict[str, str] = {}
-                for name in names:
-                    env = {"auth_client_secret": secret, **{f"{peer}_url": url for peer, url in urls.items()}}
-                    if name == "reconstruction":  # jobs come from POST here, not from the events
-                        env |= {"triton_url": triton.url, "auto_jobs": "false"}
-                    service = ServiceProcess(name, database, settings.url, folder, settings=env).start()
-                    processes.append(service)
-                    urls[name] = service.url
-                rows = run(urls, token, slices, args.size, repeat)
-            finally:
-                for service in reversed(processes):
-                    service.stop()
+    scopes = ("dicomweb.read", "dicomweb.write", "reconstruction.read", "reconstruction.run", "annotations.write")
+    with LocalTriton(DEFAULT_REPOSITORY) as triton:
+        # Jobs come from POST here, not from the series-complete events.
+        reconstruction = {"triton_url": triton.url, "auto_jobs": "false"}
+        with suite(names, folder, {"reconstruction": reconstruction}) as services:
+            rows = run(services.urls, services.token(*scopes), slices, args.size, repeat)
     print(
         f"\nOne {slices}-slice {args.size}x{args.size} MR series per job, {repeat} job(s); CPU Triton (Python backend)"
     )

@@ -15,7 +15,7 @@ from oncostruct_shared.errors import Forbidden, Invalid, OncoStructError
 
 from ..config import Settings
 from ..deps import IfMatchDep, ReaderDep, WriterDep, etag
-from ..models import LabelSchemaRow, ProjectRow
+from ..models import AnnotationRow, LabelSchemaRow, ProjectRow
 from ..repository import (
     add_comment,
     apply_action,
@@ -80,6 +80,15 @@ class Change:
     request: Request
     response: Response
     session: SessionDep
+
+    async def locked(self, annotation_id: uuid.UUID) -> AnnotationRow:
+        """The annotation, row-locked until the change commits."""
+        return await get_annotation(self.session, annotation_id, for_update=True)
+
+    async def allow(self, row: AnnotationRow, *roles: Role) -> None:
+        """403 unless the caller has one of ``roles`` in the project; 412 unless If-Match names this version."""
+        await require_role(self.session, row.project_id, self.principal.subject, *roles)
+        check_version(row, self.version)
 
 
 ChangeDep = Annotated[Change, Depends()]
@@ -193,18 +202,10 @@ async def read(
 @router.patch("/{annotation_id}", response_model=AnnotationPublic)
 async def update(annotation_id: uuid.UUID, data: AnnotationUpdate, change: ChangeDep) -> AnnotationPublic:
     """Change value, attributes, geometry or tracking id (needs `If-Match`); correcting a proposal makes it a draft."""
-    request, response, session, principal, version = (
-        change.request,
-        change.response,
-        change.session,
-        change.principal,
-        change.version,
-    )
-    row = await get_annotation(session, annotation_id, for_update=True)
-    await require_role(session, row.project_id, principal.subject, *WRITERS)
-    check_version(row, version)
+    row = await change.locked(annotation_id)
+    await change.allow(row, *WRITERS)
     if data.geometry is not None:
-        row.measurements = await request.app.state.image_check(
+        row.measurements = await change.request.app.state.image_check(
             AnnotationCreate.model_construct(
                 project_id=row.project_id,
                 level=Level(row.level),
@@ -214,7 +215,8 @@ async def update(annotation_id: uuid.UUID, data: AnnotationUpdate, change: Chang
                 geometry=data.geometry,
             )
         )
-    return _public(await update_annotation(session, row, data, principal.subject), response)
+    updated = await update_annotation(change.session, row, data, change.principal.subject)
+    return _public(updated, change.response)
 
 
 @router.delete("/{annotation_id}", response_model=AnnotationPublic)
@@ -224,20 +226,13 @@ async def delete(annotation_id: uuid.UUID, change: ChangeDep) -> AnnotationPubli
 
 
 async def _act(annotation_id: uuid.UUID, action: Action, change: Change) -> AnnotationPublic:
-    request, response, session, principal, version = (
-        change.request,
-        change.response,
-        change.session,
-        change.principal,
-        change.version,
-    )
-    row = await get_annotation(session, annotation_id, for_update=True)
+    request, session, principal = change.request, change.session, change.principal
+    row = await change.locked(annotation_id)
     step = TRANSITIONS.get((Status(row.status), action))
     review = step is not None and step.review
     if review and "annotations.review" not in principal.scopes:
         raise Forbidden(f"{action.value} is a review decision: it needs the annotations.review scope.")
-    await require_role(session, row.project_id, principal.subject, *(REVIEWERS if review else WRITERS))
-    check_version(row, version)
+    await change.allow(row, *(REVIEWERS if review else WRITERS))
     if step is not None and write_through_needed(row, step.target):
         # Clinical first: if it does not store the resources, the annotation does not change either.
         if row.level == Level.patient.value:
@@ -246,7 +241,7 @@ async def _act(annotation_id: uuid.UUID, action: Action, change: Change) -> Anno
             resources = await finding_resources_of(session, row, step.target, request.app.state.clinical_reader)
         for resource in resources:
             await request.app.state.clinical.update(resource)
-    return _public(await apply_action(session, row, action, principal.subject), response)
+    return _public(await apply_action(session, row, action, principal.subject), change.response)
 
 
 @router.get("/{annotation_id}/revisions", response_model=list[RevisionPublic])
