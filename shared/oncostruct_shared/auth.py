@@ -209,11 +209,11 @@ def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
 
 
 _bearer = HTTPBearer(auto_error=False, description="OAuth2 bearer JWT from the OncoStruct issuer.")
+#: The ``Authorization: Bearer`` credentials, if any (declares the scheme in the OpenAPI document).
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def get_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
+async def get_principal(request: Request, credentials: BearerDep) -> Principal:
     """FastAPI dependency: the verified caller, or 401."""
     if credentials is None:
         raise Unauthorized(

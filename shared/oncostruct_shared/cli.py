@@ -60,5 +60,13 @@ def service_main(
     else:
         import uvicorn
 
-        uvicorn.run(app_factory, factory=True, host=args.host, port=args.port, access_log=False, log_config=None)
+        uvicorn.run(
+            app_factory,
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=settings.workers,
+            access_log=False,
+            log_config=None,
+        )
     return 0

@@ -73,15 +73,20 @@ class Database:
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, closed afterwards.
+def request_session(request: Request) -> AsyncSession:
+    """A new session for ``request`` (the caller closes it, e.g. with ``async with``).
 
     Safe methods (RFC 9110 §9.2.1: GET and HEAD never change state) get an autocommit
     session; every other method a transactional one that the route commits.
     """
     database: Database = request.app.state.db
     factory = database.read_sessionmaker if request.method in SAFE_METHODS else database.sessionmaker
-    async with factory() as session:
+    return factory()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency: one session per request (see :func:`request_session`), closed afterwards."""
+    async with request_session(request) as session:
         yield session
 
 

@@ -34,7 +34,7 @@ class ServiceSettings(BaseSettings):
         description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver).",
     )
     db_schema: str = Field("", description="PostgreSQL schema holding this service's tables (default: service name).")
-    db_pool_size: int = Field(10, ge=1, le=100, description="Connections kept open in the pool.")
+    db_pool_size: int = Field(20, ge=1, le=100, description="Connections kept open in the pool.")
     db_max_overflow: int = Field(10, ge=0, le=100, description="Extra connections allowed above the pool size.")
     db_pool_pre_ping: bool = Field(False, description="Test each pooled connection before use (one round trip).")
     db_pool_recycle_s: int = Field(1800, ge=60, description="Replace pooled connections older than this.")
@@ -60,6 +60,12 @@ class ServiceSettings(BaseSettings):
     http_connect_timeout_s: float = Field(3.0, gt=0, description="Connect timeout of calls to other services.")
     http_retries: int = Field(3, ge=0, le=10, description="Retries of idempotent upstream calls on 408/429/503/504.")
     http_backoff_s: float = Field(0.2, ge=0, description="First retry delay; doubles each retry (with jitter).")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port (`serve`); in clusters keep 1 and scale replicas instead.",
+    )
     readiness_timeout_s: float = Field(2.0, gt=0, description="Time budget of each `/readyz` check.")
 
     @field_validator("db_schema")

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from oncostruct_shared.auth import PrincipalDep
-from oncostruct_shared.db import SessionDep
+from oncostruct_shared.auth import BearerDep, get_principal
+from oncostruct_shared.db import request_session
 
 from .interactions import Context
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
-async def get_context(request: Request, session: SessionDep, principal: PrincipalDep) -> Context:
+async def get_context(request: Request, credentials: BearerDep) -> AsyncIterator[Context]:
     """The interaction context of a request: its session, the settings, the caller's scopes and, for
-    ``patient/`` scopes, the SMART launch-context patient (the token's ``patient`` claim)."""
+    ``patient/`` scopes, the SMART launch-context patient (the token's ``patient`` claim).
+
+    One dependency authenticates and opens the session (rather than a tree of small ones): every
+    FHIR interaction needs both, and FastAPI's per-dependency cost showed in profiles of reads.
+    """
+    principal = await get_principal(request, credentials)
     patient = principal.claims.get("patient")
     valid = isinstance(patient, str) and _ID.match(patient) is not None
-    return Context(
-        session=session,
-        settings=request.app.state.settings,
-        scopes=principal.scopes,
-        patient=patient if valid else None,
-        subject=principal.subject,
-    )
+    async with request_session(request) as session:
+        yield Context(
+            session=session,
+            settings=request.app.state.settings,
+            scopes=principal.scopes,
+            patient=patient if valid else None,
+            subject=principal.subject,
+        )
 
 
 ContextDep = Annotated[Context, Depends(get_context)]

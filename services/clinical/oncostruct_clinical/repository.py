@@ -48,34 +48,59 @@ class StoredVersion:
         return self.content
 
 
-_INDEX_INSERTS: dict[str, str] = {
-    "token": "INSERT INTO sp_token"
-    " (resource_type, resource_id, param, system, code, text_norm, type_system, type_code)"
-    " VALUES (:t, :i, :p, :a, :b, :c, :d, :e)",
-    "string": "INSERT INTO sp_string (resource_type, resource_id, param, value_norm, value)"
-    " VALUES (:t, :i, :p, :a, :b)",
-    "date": "INSERT INTO sp_date (resource_type, resource_id, param, low, high) VALUES (:t, :i, :p, :a, :b)",
-    "reference": "INSERT INTO sp_reference (resource_type, resource_id, param, target_type, target_id, url)"
-    " VALUES (:t, :i, :p, :a, :b, :c)",
-    "number": "INSERT INTO sp_number (resource_type, resource_id, param, value) VALUES (:t, :i, :p, :a)",
-    "quantity": "INSERT INTO sp_quantity (resource_type, resource_id, param, value, system, code, unit)"
-    " VALUES (:t, :i, :p, :a, :b, :c, :d)",
-    "uri": "INSERT INTO sp_uri (resource_type, resource_id, param, value) VALUES (:t, :i, :p, :a)",
+#: Columns of each search index table after (resource_type, resource_id, param), with their SQL types.
+_INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "token": (
+        ("system", "text"),
+        ("code", "text"),
+        ("text_norm", "text"),
+        ("type_system", "text"),
+        ("type_code", "text"),
+    ),
+    "string": (("value_norm", "text"), ("value", "text")),
+    "date": (("low", "timestamptz"), ("high", "timestamptz")),
+    "reference": (("target_type", "text"), ("target_id", "text"), ("url", "text")),
+    "number": (("value", "numeric"),),
+    "quantity": (("value", "numeric"), ("system", "text"), ("code", "text"), ("unit", "text")),
+    "uri": (("value", "text"),),
 }
-_COLUMNS = "abcde"
+_HEADS = {
+    # A new resource: the insert claims the id; when another writer holds it, nothing else is written.
+    "insert": "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
+    "VALUES (:t, :i, :v, :u, :d, CAST(:c AS jsonb)) ON CONFLICT DO NOTHING RETURNING 1",
+    # An existing resource, locked by the caller (SELECT … FOR UPDATE).
+    "update": "UPDATE resource SET version_id = :v, last_updated = :u, deleted = :d, content = CAST(:c AS jsonb) "
+    "WHERE resource_type = :t AND id = :i RETURNING 1",
+}
 
 
-async def _replace_indexes(
-    session: AsyncSession, resource_type: str, resource_id: str, rows: IndexRows | None, fresh: bool
-) -> None:
-    key = {"t": resource_type, "i": resource_id}
-    for kind, insert in _INDEX_INSERTS.items():
-        if not fresh:
-            await session.execute(text(f"DELETE FROM sp_{kind} WHERE resource_type = :t AND resource_id = :i"), key)  # noqa: S608 - values are bound parameters; table and column names are fixed
-        values: list[tuple[Any, ...]] = getattr(rows, kind) if rows is not None else []
-        if values:
-            batch = [{**key, "p": row[0], **dict(zip(_COLUMNS, row[1:], strict=False))} for row in values]
-            await session.execute(text(insert), batch)
+def _write_statement(head: str, kinds: tuple[str, ...], replace: bool) -> str:
+    """One statement that writes a version: the current row, its history row and its index rows.
+
+    Data-modifying CTEs (PostgreSQL §7.8.4) make a write one round trip instead of one per
+    table; they all see the same snapshot, so deleting a resource's old index rows and
+    inserting its new ones in one statement cannot touch the new ones.
+    """
+    parts = [
+        f"target AS ({_HEADS[head]})",
+        "history AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted, content) "
+        "SELECT :t, :i, CAST(:v AS integer), CAST(:u AS timestamptz), CAST(:d AS boolean), CAST(:c AS jsonb) "
+        "FROM target)",
+    ]
+    if replace:
+        parts += [
+            f"drop_{kind} AS (DELETE FROM sp_{kind} WHERE resource_type = :t AND resource_id = :i)"  # noqa: S608 - fixed table names; values are bound
+            for kind in _INDEX_COLUMNS
+        ]
+    for kind in kinds:
+        columns = _INDEX_COLUMNS[kind]
+        names = ", ".join(name for name, _ in columns)
+        arrays = ", ".join(f"CAST(:{kind}_{n} AS {sql}[])" for n, (_, sql) in enumerate(columns))
+        parts.append(
+            f"add_{kind} AS (INSERT INTO sp_{kind} (resource_type, resource_id, param, {names}) "  # noqa: S608 - fixed names
+            f"SELECT :t, :i, rows.* FROM target, unnest(CAST(:{kind}_p AS text[]), {arrays}) AS rows)"
+        )
+    return "WITH " + ", ".join(parts) + " SELECT count(*) FROM target"  # noqa: S608 - built from fixed names
 
 
 async def _write(
@@ -88,13 +113,17 @@ async def _write(
     *,
     exists: bool,
     base_url: str,
-) -> StoredVersion:
+) -> StoredVersion | None:
+    """Write version ``version_id``: over the locked current row (``exists``) or as a new resource.
+
+    Returns None when a new resource's id was taken meanwhile (nothing written).
+    """
     stored: dict[str, Any] | None = None
     if content is not None:
         meta = dict(content.get("meta") or {})
         meta.update(versionId=str(version_id), lastUpdated=fhir_instant(now))
         stored = {**content, "resourceType": resource_type, "id": resource_id, "meta": meta}
-    values = {
+    values: dict[str, Any] = {
         "t": resource_type,
         "i": resource_id,
         "v": version_id,
@@ -102,23 +131,19 @@ async def _write(
         "d": content is None,
         "c": stored,
     }
-    if exists:
-        await session.execute(
-            text(
-                "UPDATE resource SET version_id = :v, last_updated = :u, deleted = :d, content = :c "
-                "WHERE resource_type = :t AND id = :i"
-            ).bindparams(bindparam("c", type_=JSONB)),
-            values,
-        )
-    await session.execute(
-        text(
-            "INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted, content) "
-            "VALUES (:t, :i, :v, :u, :d, :c)"
-        ).bindparams(bindparam("c", type_=JSONB)),
-        values,
-    )
-    rows = index_resource(stored, base_url) if stored is not None else None
-    await _replace_indexes(session, resource_type, resource_id, rows, fresh=version_id == 1)
+    rows = index_resource(stored, base_url) if stored is not None else IndexRows()
+    kinds = []
+    for kind, columns in _INDEX_COLUMNS.items():
+        found: list[tuple[Any, ...]] = getattr(rows, kind)
+        if found:
+            kinds.append(kind)
+            values[f"{kind}_p"] = [row[0] for row in found]
+            for n in range(len(columns)):
+                values[f"{kind}_{n}"] = [row[n + 1] if n + 1 < len(row) else None for row in found]
+    statement = _write_statement("update" if exists else "insert", tuple(kinds), replace=exists and version_id > 1)
+    written = await session.execute(text(statement).bindparams(bindparam("c", type_=JSONB)), values)
+    if written.scalar_one() == 0:
+        return None
     return StoredVersion(resource_type, resource_id, version_id, now, content is None, stored)
 
 
@@ -126,17 +151,7 @@ async def _insert_new(
     session: AsyncSession, resource_type: str, resource_id: str, content: dict[str, Any], base_url: str
 ) -> StoredVersion | None:
     now = datetime.now(UTC)
-    inserted = await session.execute(
-        text(
-            "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
-            "VALUES (:t, :i, 1, :u, false, NULL) ON CONFLICT DO NOTHING RETURNING id"
-        ),
-        {"t": resource_type, "i": resource_id, "u": now},
-    )
-    if inserted.first() is None:
-        return None
-    version = await _write(session, resource_type, resource_id, content, 1, now, exists=True, base_url=base_url)
-    return version
+    return await _write(session, resource_type, resource_id, content, 1, now, exists=False, base_url=base_url)
 
 
 async def create_resource(
@@ -197,6 +212,7 @@ async def update_resource(
         version = await _write(
             session, resource_type, resource_id, content, version_id + 1, now, exists=True, base_url=base_url
         )
+        assert version is not None  # the row is locked
         return version, False
     raise Conflict(f"{resource_type}/{resource_id} is being written concurrently; retry.")
 

@@ -3,8 +3,9 @@
 ``data/search-parameters.r4.json`` is derived from the FHIR R4 4.0.1
 SearchParameter Bundle (HL7 specification content, CC0) and mCODE 4.0.0's own
 SearchParameters by ``services/clinical/scripts/build_search_parameters.py``.
-Each expression is compiled once with fhirpathpy (R4 model) and evaluated at
-write time (see :mod:`.indexing`).
+Each expression is compiled once and evaluated at write time (see :mod:`.indexing`):
+into a direct walk of the JSON when it is in the subset :mod:`.fhirpath` compiles
+(all but a handful), with fhirpathpy (R4 model) otherwise or when the data needs it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Literal
 
 import fhirpathpy
 from fhirpathpy.models import models
+
+from .fhirpath import Unsupported, compile_path
 
 ParamType = Literal["number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special"]
 _DATA = Path(__file__).resolve().parent.parent / "data" / "search-parameters.r4.json"
@@ -35,14 +38,24 @@ class SearchParameter:
     evaluate: Callable[[dict[str, Any]], list[Any]]
 
 
-def _compile(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
+def reference_evaluator(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
+    """``expression`` compiled with fhirpathpy (R4 model): the general, slower evaluator."""
     # Resource-level parameters are written "Resource.meta.tag"; evaluate them from the root.
-    if expression.startswith("Resource."):
-        expression = expression.removeprefix("Resource.")
-    compiled = fhirpathpy.compile(expression, models["r4"])
+    compiled = fhirpathpy.compile(expression.removeprefix("Resource."), models["r4"])
+    return lambda resource: list(compiled(resource, {}))
+
+
+def _compile(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
+    general = reference_evaluator(expression)
+    fast = compile_path(expression.removeprefix("Resource."), models["r4"])
+    if fast is None:
+        return general
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:
-        return list(compiled(resource, {}))
+        try:
+            return fast(resource)
+        except Unsupported:
+            return general(resource)
 
     return evaluate
 
