@@ -63,6 +63,7 @@ format: venv ## apply ruff's fixes and formatting
 
 BENCH ?=
 bench: venv ## run the benchmarks and print their tables (BENCH="imaging" for one; not part of make test)
+	@bash tools/install-system-deps.sh --bench
 	$(PY) -m bench $(BENCH)
 
 charts: venv ## render the Helm chart offline, lint it and validate every manifest

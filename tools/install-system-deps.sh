@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages OncoStruct needs, only those missing.
-# Used by `make run` and `make test`; needs root or sudo only when something is missing.
+# Used by `make run` and `make test` (`--bench`: also what `make bench` needs); needs root or sudo only when something is missing.
 set -euo pipefail
 
 missing=()
@@ -12,6 +12,9 @@ command -v ps >/dev/null || missing+=(procps)
 command -v dciodvfy >/dev/null || missing+=(dicom3tools)   # validates the SEG/SR the annotation service writes
 command -v Orthanc >/dev/null || missing+=(orthanc)        # the reference PACS peer of the imaging tests
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
+if [ "${1:-}" = "--bench" ]; then
+  command -v wrk >/dev/null || missing+=(wrk)              # the HTTP load generator of `make bench`
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
