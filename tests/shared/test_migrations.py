@@ -109,3 +109,38 @@ def test_app_start_applies_migrations_unless_disabled(postgres: PostgresServer, 
         assert _tables(postgres, database, "reconstruction") == set()
     with LiveServer(create_app(service_settings("reconstruction", database=database))):
         assert "job" in _tables(postgres, database, "reconstruction")
+
+
+def test_clinical_composite_indexes_are_built_for_resources_stored_before_them(
+    postgres: PostgresServer, service_settings: Any
+) -> None:
+    database = "migrate_clinical_composite"
+    postgres.create_database(database)
+    settings = service_settings("clinical", database=database)
+
+    async def migrate_to(revision: str) -> None:
+        db = Database(settings)
+        try:
+            await db.migrate(_migrations_dir("clinical"), revision)
+        finally:
+            await db.dispose()
+
+    asyncio.run(migrate_to("0004"))
+    observation = (
+        '{"resourceType": "Observation", "id": "o1", "status": "final", '
+        '"code": {"coding": [{"system": "http://loinc.org", "code": "21905-5"}]}, '
+        '"valueCodeableConcept": {"coding": [{"system": "urn:x", "code": "cT2"}]}}'
+    )
+    postgres.fetch(
+        database,
+        "INSERT INTO clinical.resource (resource_type, id, version_id, last_updated, deleted, content) "
+        "VALUES ('Observation', 'o1', 1, now(), false, $1::jsonb), ('Observation', 'gone', 2, now(), true, NULL)",
+        observation,
+    )
+    asyncio.run(migrate_to("head"))
+    rows = postgres.fetch(
+        database,
+        "SELECT resource_id, part, system, code FROM clinical.sp_composite "
+        "WHERE param = 'code-value-concept' ORDER BY part",
+    )
+    assert [tuple(row) for row in rows] == [("o1", 0, "http://loinc.org", "21905-5"), ("o1", 1, "urn:x", "cT2")]

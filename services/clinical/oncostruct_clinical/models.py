@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, Numeric, String, Text, Uuid, func
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, Numeric, SmallInteger, String, Text, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -113,6 +113,24 @@ class UriIndexRow(_IndexColumns, Base):
 
     __tablename__ = "sp_uri"
     value: Mapped[str] = mapped_column(Text)
+
+
+class CompositeIndexRow(_IndexColumns, Base):
+    """Composite search values: each component value of one element (``node``) is a row (``part`` 0 or 1)
+    with the columns of its type (token: system, code, text_norm; quantity: value, system, code, unit;
+    date: low, high; string: value_norm)."""
+
+    __tablename__ = "sp_composite"
+    node: Mapped[int] = mapped_column(Integer, primary_key=True)
+    part: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    system: Mapped[str | None] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(Text)
+    text_norm: Mapped[str | None] = mapped_column(Text)
+    value: Mapped[Decimal | None] = mapped_column(Numeric)
+    unit: Mapped[str | None] = mapped_column(Text)
+    low: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    high: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    value_norm: Mapped[str | None] = mapped_column(Text)
 
 
 class BulkExportRow(Base):

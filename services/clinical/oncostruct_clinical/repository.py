@@ -64,6 +64,18 @@ _INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "number": (("value", "numeric"),),
     "quantity": (("value", "numeric"), ("system", "text"), ("code", "text"), ("unit", "text")),
     "uri": (("value", "text"),),
+    "composite": (
+        ("node", "integer"),
+        ("part", "smallint"),
+        ("system", "text"),
+        ("code", "text"),
+        ("text_norm", "text"),
+        ("value", "numeric"),
+        ("unit", "text"),
+        ("low", "timestamptz"),
+        ("high", "timestamptz"),
+        ("value_norm", "text"),
+    ),
 }
 _HEADS = {
     # A new resource: the insert claims the id; when another writer holds it, nothing else is written.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Unsupported", "compile_path"]
+__all__ = ["Node", "Unsupported", "compile_nodes", "compile_path", "compile_relative"]
 
 
 class Unsupported(Exception):
@@ -39,6 +39,7 @@ class _Item:
 
 
 Step = Callable[[list[_Item]], list[_Item]]
+Evaluator = Callable[[_Item], list[_Item]]
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>\d+)|(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>!=|[.()|\[\]=]))"
 )
@@ -88,18 +89,18 @@ class _Parser:
         return False
 
     # --- grammar ----------------------------------------------------------------------
-    def union(self, root: bool) -> Callable[[dict[str, Any]], list[_Item]]:
-        terms = [self.term(root)]
+    def union(self) -> Evaluator:
+        terms = [self.term()]
         while self.accept("op", "|"):
-            terms.append(self.term(root))
+            terms.append(self.term())
         if len(terms) == 1:
             return terms[0]
 
-        def evaluate(resource: dict[str, Any]) -> list[_Item]:
+        def evaluate(root: _Item) -> list[_Item]:
             result: list[_Item] = []
             seen: list[Any] = []
             for term in terms:
-                for item in term(resource):
+                for item in term(root):
                     if item.value not in seen:
                         seen.append(item.value)
                         result.append(item)
@@ -107,9 +108,9 @@ class _Parser:
 
         return evaluate
 
-    def term(self, root: bool) -> Callable[[dict[str, Any]], list[_Item]]:
+    def term(self) -> Evaluator:
         if self.accept("op", "("):
-            start = self.union(root)
+            start = self.union()
             self.take("op", ")")
         else:
             start = self.leading(self.take("id"))
@@ -126,8 +127,8 @@ class _Parser:
             else:
                 break
 
-        def evaluate(resource: dict[str, Any]) -> list[_Item]:
-            items = start(resource)
+        def evaluate(root: _Item) -> list[_Item]:
+            items = start(root)
             for step in steps:
                 if not items:
                     break
@@ -136,18 +137,18 @@ class _Parser:
 
         return evaluate
 
-    def leading(self, name: str) -> Callable[[dict[str, Any]], list[_Item]]:
+    def leading(self, name: str) -> Evaluator:
         if name[0].isupper():
 
-            def select(resource: dict[str, Any]) -> list[_Item]:
-                kind = resource.get("resourceType")
-                if kind == name or name in _SUPERTYPES:
-                    return [_Item(resource, kind, None)]
+            def select(root: _Item) -> list[_Item]:
+                kind = root.value.get("resourceType") if isinstance(root.value, dict) else None
+                if kind == name or (kind is not None and name in _SUPERTYPES):
+                    return [root]
                 return []
 
             return select
         member = self.member(name)
-        return lambda resource: member([_Item(resource, resource.get("resourceType"), None)])
+        return lambda root: member([root])
 
     def step(self) -> Step:
         name = self.take("id")
@@ -243,16 +244,47 @@ def _string(literal: str) -> str:
     return body
 
 
-def compile_path(expression: str, model: Mapping[str, Any]) -> Callable[[dict[str, Any]], list[Any]] | None:
-    """Compile ``expression`` for the R4 ``model`` (fhirpathpy's), or ``None`` if outside the subset."""
+def _compile(expression: str, model: Mapping[str, Any]) -> Evaluator | None:
     tokens = _tokens(expression)
     if not tokens:
         return None
     parser = _Parser(tokens, model)
     try:
-        evaluate = parser.union(root=True)
+        evaluate = parser.union()
     except (SyntaxError, ValueError):
         return None
     if parser.position != len(tokens):
         return None
-    return lambda resource: [item.value for item in evaluate(resource)]
+    return evaluate
+
+
+def compile_path(expression: str, model: Mapping[str, Any]) -> Callable[[dict[str, Any]], list[Any]] | None:
+    """Compile ``expression`` for the R4 ``model`` (fhirpathpy's), or ``None`` if outside the subset."""
+    evaluate = _compile(expression, model)
+    if evaluate is None:
+        return None
+    return lambda resource: [item.value for item in evaluate(_Item(resource, resource.get("resourceType"), None))]
+
+
+#: An element found by :func:`compile_nodes`, and the model path that typed navigation from it needs.
+Node = tuple[Any, str | None]
+
+
+def compile_nodes(expression: str, model: Mapping[str, Any]) -> Callable[[dict[str, Any]], list[Node]] | None:
+    """Like :func:`compile_path`, keeping each element's model path (for :func:`compile_relative`)."""
+    evaluate = _compile(expression, model)
+    if evaluate is None:
+        return None
+
+    def nodes(resource: dict[str, Any]) -> list[Node]:
+        return [(item.value, item.path) for item in evaluate(_Item(resource, resource.get("resourceType"), None))]
+
+    return nodes
+
+
+def compile_relative(expression: str, model: Mapping[str, Any]) -> Callable[[Node], list[Any]] | None:
+    """Compile ``expression`` to evaluate on a :data:`Node` (a composite parameter's component)."""
+    evaluate = _compile(expression, model)
+    if evaluate is None:
+        return None
+    return lambda node: [item.value for item in evaluate(_Item(node[0], node[1], None))]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from .fhirpath import Unsupported
 from .parameters import parameters_for
 
 #: Lower and upper bounds of an open date range.
@@ -94,6 +95,25 @@ class IndexRows:
     number: list[tuple[str, Decimal]] = field(default_factory=list)
     quantity: list[tuple[str, Decimal, str | None, str | None, str | None]] = field(default_factory=list)
     uri: list[tuple[str, str]] = field(default_factory=list)
+    #: Composite parameters: (param, node, part, system, code, text_norm, value, unit, low, high, value_norm);
+    #: the rows of one node's two components share ``node`` and differ in ``part`` (0, 1).
+    composite: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _component_rows(kind: str, values: list[Any], base_url: str) -> list[tuple[Any, ...]]:
+    """A component's values as (system, code, text_norm, value, unit, low, high, value_norm) tuples."""
+    rows = IndexRows()
+    for value in values:
+        _index_value(kind, "", value, rows, base_url)
+    if kind == "token":
+        return [(system, code, text, None, None, None, None, None) for _, system, code, text, _, _ in rows.token]
+    if kind == "quantity":
+        return [(system, code, None, number, unit, None, None, None) for _, number, system, code, unit in rows.quantity]
+    if kind == "date":
+        return [(None, None, None, None, None, low, high, None) for _, low, high in rows.date]
+    if kind == "string":
+        return [(None, None, None, None, None, None, None, norm) for _, norm, _ in rows.string]
+    return []
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -199,6 +219,27 @@ def _references(code: str, value: Any, rows: IndexRows, base_url: str) -> None:
         rows.reference.append((code, None, None, value))
 
 
+def _index_value(kind: str, code: str, value: Any, rows: IndexRows, base_url: str) -> None:
+    if kind == "token":
+        _tokens(code, value, rows)
+    elif kind == "string":
+        _strings(code, value, rows)
+    elif kind == "date":
+        _dates(code, value, rows)
+    elif kind == "reference":
+        _references(code, value, rows, base_url)
+    elif kind == "number":
+        number = _decimal(value)
+        if number is not None:
+            rows.number.append((code, number))
+    elif kind == "quantity" and isinstance(value, dict):
+        number = _decimal(value.get("value"))
+        if number is not None:
+            rows.quantity.append((code, number, value.get("system"), value.get("code"), value.get("unit")))
+    elif kind == "uri" and isinstance(value, str):
+        rows.uri.append((code, value))
+
+
 def index_resource(resource: dict[str, Any], base_url: str) -> IndexRows:
     """Evaluate every search parameter of the resource's type into :class:`IndexRows`."""
     rows = IndexRows()
@@ -209,23 +250,16 @@ def index_resource(resource: dict[str, Any], base_url: str) -> IndexRows:
             values = parameter.evaluate(resource)
         except Exception:  # noqa: S112 - a definition fhirpathpy cannot run indexes nothing
             continue
+        if parameter.type == "composite":
+            for node_number, node in enumerate(values):
+                try:
+                    parts = [_component_rows(c.type, c.evaluate(node), base_url) for c in parameter.components]
+                except Unsupported:
+                    continue
+                if all(parts):
+                    for part, found in enumerate(parts):
+                        rows.composite.extend((code, node_number, part, *row) for row in found)
+            continue
         for value in values:
-            if parameter.type == "token":
-                _tokens(code, value, rows)
-            elif parameter.type == "string":
-                _strings(code, value, rows)
-            elif parameter.type == "date":
-                _dates(code, value, rows)
-            elif parameter.type == "reference":
-                _references(code, value, rows, base_url)
-            elif parameter.type == "number":
-                number = _decimal(value)
-                if number is not None:
-                    rows.number.append((code, number))
-            elif parameter.type == "quantity" and isinstance(value, dict):
-                number = _decimal(value.get("value"))
-                if number is not None:
-                    rows.quantity.append((code, number, value.get("system"), value.get("code"), value.get("unit")))
-            elif parameter.type == "uri" and isinstance(value, str):
-                rows.uri.append((code, value))
+            _index_value(parameter.type, code, value, rows, base_url)
     return rows

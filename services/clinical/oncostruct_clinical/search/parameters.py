@@ -20,15 +20,28 @@ from typing import Any, Literal
 import fhirpathpy
 from fhirpathpy.models import models
 
-from .fhirpath import Unsupported, compile_path
+from .fhirpath import Node, Unsupported, compile_nodes, compile_path, compile_relative
 
 ParamType = Literal["number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special"]
 _DATA = Path(__file__).resolve().parent.parent / "data" / "search-parameters.r4.json"
 
 
 @dataclass(frozen=True)
+class Component:
+    """One component of a composite parameter: its type and its expression, relative to the composite's node."""
+
+    type: ParamType
+    expression: str
+    evaluate: Callable[[Node], list[Any]]
+
+
+@dataclass(frozen=True)
 class SearchParameter:
-    """One SearchParameter as it applies to one resource type."""
+    """One SearchParameter as it applies to one resource type.
+
+    For a composite parameter, ``evaluate`` returns the nodes (value, model path) its components
+    are evaluated on, and ``components`` holds them (R4 §3.1.1.4.10 search.html#composite).
+    """
 
     code: str
     type: ParamType
@@ -36,6 +49,19 @@ class SearchParameter:
     url: str
     target: tuple[str, ...]
     evaluate: Callable[[dict[str, Any]], list[Any]]
+    components: tuple[Component, ...] = ()
+
+
+#: Types of the components of the R4 composite parameters, by their expression. The R4 definitions name
+#: each component's SearchParameter (Observation-code, Observation-value-quantity, …); these are their types.
+_COMPONENT_TYPES: dict[str, ParamType] = {
+    "code": "token",
+    "value": "token",  # Group-value (Group.characteristic.value)
+    "value.ofType(CodeableConcept)": "token",
+    "value.ofType(Quantity)": "quantity",
+    "value.ofType(DateTime) | value.ofType(Period)": "date",
+    "value.ofType(string)": "string",
+}
 
 
 def reference_evaluator(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
@@ -60,6 +86,20 @@ def _compile(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
     return evaluate
 
 
+def _composite(code: str, spec: dict[str, Any]) -> SearchParameter | None:
+    nodes = compile_nodes(spec["expression"], models["r4"])
+    components = []
+    for expression in spec.get("component", []):
+        kind = _COMPONENT_TYPES.get(expression)
+        evaluate = compile_relative(expression, models["r4"])
+        if kind is None or evaluate is None:
+            return None
+        components.append(Component(kind, expression, evaluate))
+    if nodes is None or len(components) != 2:  # every R4 composite has two components
+        return None
+    return SearchParameter(code, "composite", spec["expression"], spec["url"], (), nodes, tuple(components))
+
+
 @cache
 def registry() -> Mapping[str, Mapping[str, SearchParameter]]:
     """Resource type → parameter code → :class:`SearchParameter` (common ``Resource`` ones included)."""
@@ -68,8 +108,14 @@ def registry() -> Mapping[str, Mapping[str, SearchParameter]]:
     result: dict[str, dict[str, SearchParameter]] = {}
     for resource_type, params in raw.items():
         merged = {**common, **params} if resource_type != "Resource" else dict(params)
-        result[resource_type] = {
-            code: SearchParameter(
+        found: dict[str, SearchParameter] = {}
+        for code, spec in merged.items():
+            if spec["type"] == "composite":
+                composite = _composite(code, spec)
+                if composite is not None:
+                    found[code] = composite
+                continue
+            found[code] = SearchParameter(
                 code=code,
                 type=spec["type"],
                 expression=spec["expression"],
@@ -77,9 +123,7 @@ def registry() -> Mapping[str, Mapping[str, SearchParameter]]:
                 target=tuple(spec.get("target", ())),
                 evaluate=_compile(spec["expression"]),
             )
-            for code, spec in merged.items()
-            if spec["type"] != "composite"
-        }
+        result[resource_type] = found
     return result
 
 

@@ -41,6 +41,7 @@ _MODIFIERS: dict[str, frozenset[str]] = {
     "number": frozenset({"", "missing"}),
     "quantity": frozenset({"", "missing"}),
     "uri": frozenset({"", "below", "above", "missing"}),
+    "composite": frozenset({"", "missing"}),
 }
 _TABLE = {
     "token": "sp_token",
@@ -50,6 +51,7 @@ _TABLE = {
     "number": "sp_number",
     "quantity": "sp_quantity",
     "uri": "sp_uri",
+    "composite": "sp_composite",
 }
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
 
@@ -235,12 +237,28 @@ def check_criterion(resource_type: str, criterion: Criterion) -> None:
     for value in criterion.values:
         if value == "":
             raise Invalid(f"Empty value for search parameter {criterion.name!r}.", expression=where)
-        if kind == "date":
+        if kind == "composite":
+            _check_composite(resource_type, criterion.name, value, where)
+        elif kind == "date":
             _date_value(value, where)
         elif kind in ("number", "quantity"):
             _number_value(value.split("|", 1)[0], where)
         elif kind == "token" and modifier == "of-type" and len(value.split("|")) != 3:
             raise Invalid(":of-type takes system|code|value.", expression=where)
+
+
+def _check_composite(resource_type: str, name: str, value: str, where: list[str]) -> None:
+    """A composite value is ``first$second`` (R4 §3.1.1.4.10), each part valid for its component's type."""
+    parts = value.split("$")
+    if len(parts) != 2 or "" in parts:
+        raise Invalid(
+            f"{name!r} takes two values joined by '$' (e.g. system|code$value), not {value!r}.", expression=where
+        )
+    second = parameters_for(resource_type)[name].components[1]
+    if second.type == "date":
+        _date_value(parts[1], where)
+    elif second.type == "quantity":
+        _number_value(parts[1].split("|", 1)[0], where)
 
 
 def _chain_targets(resource_type: str, criterion: Criterion) -> list[str]:
@@ -287,7 +305,8 @@ def _result_parameter(request: SearchRequest, key: str, value: str, max_count: i
     elif key == "_sort":
         for part in value.split(","):
             name = part.removeprefix("-")
-            if name not in ("_id", "_lastUpdated") and name not in parameters_for(request.resource_type):
+            known = parameters_for(request.resource_type).get(name)
+            if name not in ("_id", "_lastUpdated") and (known is None or known.type == "composite"):
                 raise Invalid(f"Cannot sort {request.resource_type} by {name!r}.", expression=["_sort"])
             request.sort.append(SortKey(name, part.startswith("-")))
         request.applied.append((key, value))
@@ -370,11 +389,28 @@ class SqlBuilder:
         if kind == "token" and criterion.modifier == "not":
             inner = Criterion(criterion.raw_name, criterion.raw_value, criterion.name, "", criterion.values)
             return f"NOT ({self.criterion(resource_type, row, inner)})"
+        if kind == "composite":
+            return self._composite(resource_type, row, criterion)
         if kind == "date" and any(_prefix(v)[0] == "ne" for v in criterion.values):
             return " OR ".join(f"({self._single_date(row, criterion.name, v)})" for v in criterion.values)
         alias = self.alias("i")
         matches = [self._match(kind, alias, criterion.modifier, value) for value in criterion.values]
         return self._exists(kind, row, criterion.name, " OR ".join(f"({m})" for m in matches), alias)
+
+    def _composite(self, resource_type: str, row: str, criterion: Criterion) -> str:
+        """Both components matched on the same element: part 0 and part 1 rows of one ``node``."""
+        first, second = parameters_for(resource_type)[criterion.name].components
+        a, b = self.alias("c"), self.alias("c")
+        matches = []
+        for value in criterion.values:
+            left, right = value.split("$")
+            matches.append(f"({self._match(first.type, a, '', left)}) AND ({self._match(second.type, b, '', right)})")
+        return (
+            f"EXISTS (SELECT 1 FROM sp_composite {a} JOIN sp_composite {b} ON {b}.resource_type = {a}.resource_type "  # noqa: S608 - aliases are generated; values are bound
+            f"AND {b}.resource_id = {a}.resource_id AND {b}.param = {a}.param AND {b}.node = {a}.node "
+            f"AND {b}.part = 1 WHERE {a}.resource_type = {row}.resource_type AND {a}.resource_id = {row}.id "
+            f"AND {a}.param = {self.bind(criterion.name)} AND {a}.part = 0 AND ({' OR '.join(matches)}))"
+        )
 
     def _single_date(self, row: str, name: str, value: str) -> str:
         alias = self.alias("i")
