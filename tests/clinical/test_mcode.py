@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from typing import Any
@@ -128,6 +129,32 @@ def test_patient_everything(api: httpx.Client, mcode_loaded: list[Any]) -> None:
     assert referencing <= got
     assert ("Practitioner", "us-core-practitioner-owen-oncologist") in got
     assert not any(rid == "cancer-patient-john-anyperson" for _, rid in got)
+
+
+def test_patient_everything_pages_with_next_links(api: httpx.Client, mcode_loaded: list[Any]) -> None:
+    whole = api.get(f"/Patient/{JENNY}/$everything").json()
+    assert whole["total"] == len(whole["entry"]) > 5
+    assert [link["relation"] for link in whole["link"]] == ["self"]
+    pages: list[dict[str, Any]] = []
+    url: str | None = f"/Patient/{JENNY}/$everything?_count=4"
+    while url is not None:
+        page = api.get(url).json()
+        R4Bundle(page, strict=True)
+        assert len(page["entry"]) <= 5  # four, plus the patient on the first page
+        pages.append(page)
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert len(pages) > 1
+    assert all("total" not in page for page in pages)
+    paged = [(e["resource"]["resourceType"], e["resource"]["id"]) for page in pages for e in page["entry"]]
+    assert len(paged) == len(set(paged))  # no resource twice
+    assert sorted(paged) == sorted((e["resource"]["resourceType"], e["resource"]["id"]) for e in whole["entry"])
+    observations = api.get(f"/Patient/{JENNY}/$everything", params={"_type": "Observation", "_count": 3}).json()
+    assert {e["resource"]["resourceType"] for e in observations["entry"]} == {"Observation"}
+    numbers = base64.urlsafe_b64encode(b'{"d":"next","k":[1,2]}').decode()
+    for cursor in ("nonsense", numbers):
+        bad = api.get(f"/Patient/{JENNY}/$everything", params={"_cursor": cursor})
+        assert bad.status_code == 400
+        assert bad.json()["resourceType"] == "OperationOutcome"
 
 
 def test_patient_bundle_loads_as_a_transaction(api: httpx.Client, mcode_examples: list[Any]) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import ReferenceIndexRow
+from .repository import Db
 from .search.indexing import index_resource
 
 #: Compartment parameters of the served types (R4); Patient is in its own compartment by id.
@@ -66,7 +66,7 @@ def content_in_compartment(content: dict[str, Any], patient_id: str, base_url: s
     return patients == {patient_id}
 
 
-async def members(session: AsyncSession, resources: list[tuple[str, str]], patient_id: str) -> set[tuple[str, str]]:
+async def members(session: Db, resources: list[tuple[str, str]], patient_id: str) -> set[tuple[str, str]]:
     """Which of ``(type, id)`` are in the patient's compartment (stored versions); types outside it pass."""
     allowed = {(t, i) for t, i in resources if not in_scope_type(t) or (t == "Patient" and i == patient_id)}
     candidates = [(t, i) for t, i in resources if t in PATIENT_COMPARTMENT]

@@ -34,7 +34,7 @@ class Settings(ServiceSettings):
         1000, ge=1, description="Most entries a batch or transaction Bundle may hold (413 above)."
     )
     everything_max_resources: int = Field(
-        10000, ge=1, description="Most resources one `Patient/$everything` answer holds."
+        10000, ge=1, description="Largest page of `Patient/$everything` (`next` links page through the rest)."
     )
     fhir_sources: dict[str, UpstreamSource] = Field(
         default_factory=dict,

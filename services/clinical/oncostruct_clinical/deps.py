@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from oncostruct_shared.auth import BearerDep, get_principal
-from oncostruct_shared.db import request_session
+from oncostruct_shared.db import request_connection
 
 from .interactions import Context
 
@@ -26,9 +26,9 @@ async def get_context(request: Request, credentials: BearerDep) -> AsyncIterator
     principal = await get_principal(request, credentials)
     patient = principal.claims.get("patient")
     valid = isinstance(patient, str) and _ID.match(patient) is not None
-    async with request_session(request) as session:
+    async with request_connection(request) as connection:
         yield Context(
-            session=session,
+            session=connection,
             settings=request.app.state.settings,
             scopes=principal.scopes,
             patient=patient if valid else None,

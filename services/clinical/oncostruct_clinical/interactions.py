@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from oncostruct_shared.auth import insufficient_scope
 from oncostruct_shared.errors import Forbidden, Invalid, NotFound, PreconditionFailed, Unprocessable
@@ -25,7 +24,7 @@ from . import repository
 from .api.security import Interaction, smart_grant
 from .compartment import PATIENT_COMPARTMENT, content_in_compartment, in_scope_type, members, search_criterion
 from .config import Settings
-from .repository import StoredVersion
+from .repository import Db, StoredVersion
 from .search import engine
 from .search.parameters import parameters_for
 from .search.query import SearchRequest, parse_search
@@ -71,7 +70,7 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 class Context:
     """Who asks and where: the session (its transaction), settings, granted scopes, launch patient, caller."""
 
-    session: AsyncSession
+    session: Db
     settings: Settings
     scopes: frozenset[str]
     patient: str | None = None

@@ -29,7 +29,7 @@ from oncostruct_shared.errors import Forbidden, Invalid, NotFound, OncoStructErr
 from .. import interactions
 from ..compartment import PATIENT_COMPARTMENT
 from ..deps import ContextDep
-from ..repository import fhir_instant
+from ..repository import Db, fhir_instant
 from ..search.indexing import date_range
 from .background import BackgroundJobs
 from .fhir_http import fhir_response, information
@@ -291,7 +291,7 @@ IN_MEMBERS_COMPARTMENT = (
 )
 
 
-async def _rows(session: AsyncSession, resource_type: str, spec: dict[str, Any], since: datetime | None) -> Any:
+async def _rows(session: Db, resource_type: str, spec: dict[str, Any], since: datetime | None) -> Any:
     """Current, not deleted resources of a type for the export's level (the patients' compartments)."""
     clauses = ["r.resource_type = :t", "NOT r.deleted"]
     values: dict[str, Any] = {"t": resource_type}

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..repository import Db
 from .query import SearchRequest, SortKey, SqlBuilder, decode_cursor, encode_cursor
 
 
@@ -50,9 +50,7 @@ def _keyset(
     return " OR ".join(f"({o})" for o in ors)
 
 
-async def find_ids(
-    session: AsyncSession, resource_type: str, request: SearchRequest, base_url: str, limit: int
-) -> list[str]:
+async def find_ids(session: Db, resource_type: str, request: SearchRequest, base_url: str, limit: int) -> list[str]:
     """Ids of up to ``limit`` live matches (for conditional interactions)."""
     builder = SqlBuilder(base_url)
     where = builder.where(resource_type, "r", request.criteria)
@@ -66,7 +64,7 @@ async def find_ids(
 
 
 async def run_search(
-    session: AsyncSession,
+    session: Db,
     request: SearchRequest,
     base_url: str,
     *,
@@ -132,7 +130,7 @@ def _seek_on_page(seek: str, columns: Sequence[tuple[str, str]]) -> str:
 
 
 async def _includes(
-    session: AsyncSession,
+    session: Db,
     matches: list[Found],
     request: SearchRequest,
     may_read: Callable[[str], bool],
