@@ -213,6 +213,11 @@ _bearer = HTTPBearer(auto_error=False, description="OAuth2 bearer JWT from the O
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+async def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The request's ``Authorization: Bearer`` credentials, if any (what :data:`BearerDep` injects)."""
+    return await _bearer(request)
+
+
 async def get_principal(request: Request, credentials: BearerDep) -> Principal:
     """FastAPI dependency: the verified caller, or 401."""
     if credentials is None:

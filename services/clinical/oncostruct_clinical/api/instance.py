@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from oncostruct_shared.errors import Invalid
 
 from .. import interactions
-from ..deps import ContextDep
+from ..deps import ContextDep, FhirRoute
 from ..interactions import last_modified_after
 from .fhir_http import (
     fhir_response,
@@ -31,7 +31,7 @@ from .fhir_http import (
 )
 from .responses import outcome_headers, write_response
 
-router = APIRouter(tags=["FHIR instance interactions"])
+router = APIRouter(tags=["FHIR instance interactions"], route_class=FhirRoute)
 TypePath = Annotated[str, Path(description="FHIR resource type, e.g. Patient.")]
 IdPath = Annotated[str, Path(description="Logical id of the resource.")]
 

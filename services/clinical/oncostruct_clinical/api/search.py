@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from oncostruct_shared.errors import UnsupportedMediaType
 
 from .. import interactions
-from ..deps import ContextDep
+from ..deps import ContextDep, FhirRoute
 from .fhir_http import fhir_response, handling_preference, negotiate
 
-router = APIRouter(tags=["FHIR search"])
+router = APIRouter(tags=["FHIR search"], route_class=FhirRoute)
 TypePath = Annotated[str, Path(description="FHIR resource type, e.g. Observation.")]
 
 
