@@ -177,8 +177,13 @@ async def create(
     content: dict[str, Any],
     if_none_exist: str | None = None,
     resource_id: str | None = None,
+    *,
+    alone: bool = False,
 ) -> Outcome:
-    """Create (R4 §3.1.0.5), conditional when ``If-None-Exist`` is given (§3.1.0.8.1)."""
+    """Create (R4 §3.1.0.5), conditional when ``If-None-Exist`` is given (§3.1.0.8.1).
+
+    ``alone``: the request writes nothing else (the create interaction itself, not a Bundle entry).
+    """
     check_type(resource_type)
     restricted = ctx.authorize(resource_type, "c")
     _check_body(resource_type, content, None)
@@ -193,7 +198,7 @@ async def create(
             version = await repository.read_resource(ctx.session, resource_type, matches[0])
             return Outcome(200, version, message=f"{resource_type}/{matches[0]} already matches If-None-Exist.")
     version = await repository.create_resource(
-        ctx.session, resource_type, content, ctx.settings.base_url, resource_id=resource_id
+        ctx.session, resource_type, content, ctx.settings.base_url, resource_id=resource_id, alone=alone
     )
     return Outcome(201, version, message=f"Created {resource_type}/{version.id}.")
 

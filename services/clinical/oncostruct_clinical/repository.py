@@ -10,6 +10,7 @@ whole transaction Bundle).
 
 from __future__ import annotations
 
+import re
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -92,12 +93,13 @@ _HEADS = {
 
 
 @cache
-def _write_statement(head: str, kinds: tuple[str, ...], replace: bool) -> TextClause:
+def _write_sql(head: str, kinds: tuple[str, ...], replace: bool) -> str:
     """One statement that writes a version: the current row, its history row and its index rows.
 
     Data-modifying CTEs (PostgreSQL §7.8.4) make a write one round trip instead of one per
     table; they all see the same snapshot, so deleting a resource's old index rows and
-    inserting its new ones in one statement cannot touch the new ones.
+    inserting its new ones in one statement cannot touch the new ones. Being one statement,
+    it is atomic on its own too.
     """
     parts = [
         f"target AS ({_HEADS[head]})",
@@ -118,9 +120,27 @@ def _write_statement(head: str, kinds: tuple[str, ...], replace: bool) -> TextCl
             f"add_{kind} AS (INSERT INTO sp_{kind} (resource_type, resource_id, param, {names}) "  # noqa: S608 - fixed names
             f"SELECT :t, :i, rows.* FROM target, unnest(CAST(:{kind}_p AS text[]), {arrays}) AS rows)"
         )
-    statement = "WITH " + ", ".join(parts) + " SELECT count(*) FROM target"  # noqa: S608 - built from fixed names
-    # Built once per shape and kept: constructing and cache-keying a TextClause showed in profiles.
-    return text(statement).bindparams(bindparam("c", type_=JSONB))
+    return "WITH " + ", ".join(parts) + " SELECT count(*) FROM target"  # noqa: S608 - built from fixed names
+
+
+@cache
+def _write_statement(head: str, kinds: tuple[str, ...], replace: bool) -> TextClause:
+    """:func:`_write_sql` for SQLAlchemy, built once per shape (constructing and cache-keying a
+    TextClause showed in profiles)."""
+    return text(_write_sql(head, kinds, replace)).bindparams(bindparam("c", type_=JSONB))
+
+
+@cache
+def _write_driver_sql(head: str, kinds: tuple[str, ...], replace: bool) -> tuple[str, tuple[str, ...]]:
+    """:func:`_write_sql` with ``$n`` placeholders for the driver, and the names in their order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return re.sub(r"(?<!:):(\w+)", number, _write_sql(head, kinds, replace)), tuple(names)
 
 
 async def _write(
@@ -133,10 +153,12 @@ async def _write(
     *,
     exists: bool,
     base_url: str,
+    alone: bool = False,
 ) -> StoredVersion | None:
     """Write version ``version_id``: over the locked current row (``exists``) or as a new resource.
 
-    Returns None when a new resource's id was taken meanwhile (nothing written).
+    ``alone``: this write is all the request's transaction holds (a plain create, not a Bundle
+    entry). Returns None when a new resource's id was taken meanwhile (nothing written).
     """
     stored: dict[str, Any] | None = None
     if content is not None:
@@ -160,30 +182,46 @@ async def _write(
             values[f"{kind}_p"] = [row[0] for row in found]
             for n in range(len(columns)):
                 values[f"{kind}_{n}"] = [row[n + 1] if n + 1 < len(row) else None for row in found]
-    statement = _write_statement("update" if exists else "insert", tuple(kinds), replace=exists and version_id > 1)
-    written = await session.execute(statement, values)
-    if written.scalar_one() == 0:
+    shape = ("update" if exists else "insert", tuple(kinds), exists and version_id > 1)
+    if alone and isinstance(session, LazyConnection) and not session.started:
+        # The one statement is the whole transaction, so it runs in autocommit on the driver:
+        # no BEGIN/COMMIT round trips, no SQLAlchemy layers (+25 % creates/s).
+        sql, names = _write_driver_sql(*shape)
+        async with (await session.database.driver_pool()).acquire() as driver:
+            count = await driver.fetchval(sql, *(values[name] for name in names))
+    else:
+        count = (await session.execute(_write_statement(*shape), values)).scalar_one()
+    if count == 0:
         return None
     return StoredVersion(resource_type, resource_id, version_id, now, content is None, stored)
 
 
 async def _insert_new(
-    session: Db, resource_type: str, resource_id: str, content: dict[str, Any], base_url: str
+    session: Db, resource_type: str, resource_id: str, content: dict[str, Any], base_url: str, *, alone: bool = False
 ) -> StoredVersion | None:
     now = datetime.now(UTC)
-    return await _write(session, resource_type, resource_id, content, 1, now, exists=False, base_url=base_url)
+    return await _write(
+        session, resource_type, resource_id, content, 1, now, exists=False, base_url=base_url, alone=alone
+    )
 
 
 async def create_resource(
-    session: Db, resource_type: str, content: dict[str, Any], base_url: str, resource_id: str | None = None
+    session: Db,
+    resource_type: str,
+    content: dict[str, Any],
+    base_url: str,
+    resource_id: str | None = None,
+    *,
+    alone: bool = False,
 ) -> StoredVersion:
     """Store ``content`` as version 1 of a new resource (server-assigned id unless given).
 
     Any ``meta.versionId``/``meta.lastUpdated`` the client sent are replaced
-    (http://hl7.org/fhir/R4/http.html#create).
+    (http://hl7.org/fhir/R4/http.html#create). ``alone``: nothing else is written in this
+    request's transaction (then it may run as one autocommitted statement).
     """
     new_id = resource_id or str(uuid.uuid4())
-    version = await _insert_new(session, resource_type, new_id, content, base_url)
+    version = await _insert_new(session, resource_type, new_id, content, base_url, alone=alone)
     if version is None:
         raise Conflict(f"{resource_type}/{new_id} already exists.")
     return version

@@ -49,7 +49,7 @@ async def create(resource_type: TypePath, request: Request, ctx: ContextDep) -> 
     interactions.check_type(resource_type)
     negotiate(request)
     content = await read_resource_body(request)
-    outcome = await interactions.create(ctx, resource_type, content, request.headers.get("if-none-exist"))
+    outcome = await interactions.create(ctx, resource_type, content, request.headers.get("if-none-exist"), alone=True)
     await ctx.session.commit()
     return write_response(outcome, request)
 

@@ -184,16 +184,19 @@ class _Parser:
     def member(self, name: str) -> Step:
         choices, types, elsewhere = self.choices, self.types, self.elsewhere
 
+        paths: dict[str | None, str | None] = {None: None}
+
         def child_path(path: str | None) -> str | None:
-            if path is None:
-                return None
+            found = paths.get(path, "")
+            if found != "":
+                return found
             full = f"{path}.{name}"
             full = elsewhere.get(full, full)
             kind = types.get(full)
             # Continue from a data type's own paths (HumanName.family), not the element's.
-            if kind and kind[0].isupper() and kind not in ("BackboneElement", "Element"):
-                return kind
-            return full
+            result = kind if kind and kind[0].isupper() and kind not in ("BackboneElement", "Element") else full
+            paths[path] = result
+            return result
 
         def navigate(items: list[_Item]) -> list[_Item]:
             result: list[_Item] = []

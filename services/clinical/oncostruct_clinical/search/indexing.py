@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .fhirpath import Unsupported
-from .parameters import parameters_for
+from .fhirpath import Node, Unsupported
+from .parameters import Component, parameters_for
 
 #: Lower and upper bounds of an open date range.
 MIN_INSTANT = datetime(1, 1, 1, tzinfo=UTC)
@@ -219,6 +219,18 @@ def _references(code: str, value: Any, rows: IndexRows, base_url: str) -> None:
         rows.reference.append((code, None, None, value))
 
 
+def _component(
+    memo: dict[tuple[str, int, str | None], list[tuple[Any, ...]]], component: Component, node: Node, base_url: str
+) -> list[tuple[Any, ...]]:
+    # The composites of a type share components (Observation's all start with ``code``): each is
+    # evaluated once per element.
+    key = (component.expression, id(node[0]), node[1])
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _component_rows(component.type, component.evaluate(node), base_url)
+    return found
+
+
 def _index_value(kind: str, code: str, value: Any, rows: IndexRows, base_url: str) -> None:
     if kind == "token":
         _tokens(code, value, rows)
@@ -243,6 +255,7 @@ def _index_value(kind: str, code: str, value: Any, rows: IndexRows, base_url: st
 def index_resource(resource: dict[str, Any], base_url: str) -> IndexRows:
     """Evaluate every search parameter of the resource's type into :class:`IndexRows`."""
     rows = IndexRows()
+    memo: dict[tuple[str, int, str | None], list[tuple[Any, ...]]] = {}
     for code, parameter in parameters_for(resource["resourceType"]).items():
         if code in ("_id", "_lastUpdated"):
             continue  # searched on the resource table itself
@@ -253,7 +266,7 @@ def index_resource(resource: dict[str, Any], base_url: str) -> IndexRows:
         if parameter.type == "composite":
             for node_number, node in enumerate(values):
                 try:
-                    parts = [_component_rows(c.type, c.evaluate(node), base_url) for c in parameter.components]
+                    parts = [_component(memo, c, node, base_url) for c in parameter.components]
                 except Unsupported:
                     continue
                 if all(parts):
