@@ -42,6 +42,7 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
             "server_settings": {
                 "search_path": f'"{settings.schema_name}", public',
                 "application_name": f"oncostruct-{settings.service_name}",
+                "plan_cache_mode": settings.db_plan_cache_mode,
             },
         },
     )

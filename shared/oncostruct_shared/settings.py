@@ -38,6 +38,12 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0, le=100, description="Extra connections allowed above the pool size.")
     db_pool_pre_ping: bool = Field(False, description="Test each pooled connection before use (one round trip).")
     db_pool_recycle_s: int = Field(1800, ge=60, description="Replace pooled connections older than this.")
+    db_plan_cache_mode: Literal["auto", "force_custom_plan", "force_generic_plan"] = Field(
+        "force_custom_plan",
+        description="PostgreSQL `plan_cache_mode` of the engine's connections. Their statements are prepared and "
+        "reused; a generic plan ignores the values, and for searches whose selectivity lives in the values (a "
+        "patient's observations among a million) PostgreSQL's switch to it after five runs made them 100× slower.",
+    )
     db_connect_timeout_s: float = Field(5.0, gt=0, description="Timeout for opening a database connection.")
     run_migrations: bool = Field(True, description="Apply pending Alembic migrations when the service starts.")
 
