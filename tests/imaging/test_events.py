@@ -12,8 +12,11 @@ import pytest
 from dicomweb_client import DICOMwebClient
 from fhirpy import SyncFHIRClient
 
+from oncostruct_clinical.app import create_app as create_clinical
+from oncostruct_imaging.app import create_app as create_imaging
+from oncostruct_shared.settings import ServiceSettings
 from tests.imaging.factory import ct_dataset, new_uid
-from tests.support import Issuer, PostgresServer
+from tests.support import Issuer, LiveServer, PostgresServer, free_port
 
 
 @pytest.fixture
@@ -103,3 +106,63 @@ def test_quiet_series_is_announced_once_per_content(client: DICOMwebClient, post
     client.store_instances([ct_dataset(study, series, 3)])  # new content: a new announcement
     events = eventually(announced(2))
     assert sorted(e["instances"] for e in events) == [2, 3]
+
+
+def test_linking_retries_until_the_clinical_service_answers(
+    postgres: PostgresServer,
+    service_settings: Callable[..., ServiceSettings],
+    issuer: Issuer,
+    fhir: SyncFHIRClient,
+) -> None:
+    """Stores succeed while the clinical service is down; the link is retried (a second store meanwhile
+    neither fails nor leaves a job stuck) and lands once the clinical service is up."""
+    postgres.create_database("test_imaging_link")
+    clinical_port, imaging_port = free_port(), free_port()
+    settings = service_settings(
+        "imaging",
+        database="test_imaging_link",
+        base_url=f"http://127.0.0.1:{imaging_port}/dicomweb",
+        clinical_url=f"http://127.0.0.1:{clinical_port}/fhir",
+        link_retry_base_s=0.5,
+        link_retry_max_s=1.0,
+    )
+    study, patient = new_uid(), f"DOWN-{new_uid()[-6:]}"
+
+    def jobs() -> list[dict[str, Any]]:
+        rows = postgres.fetch(
+            "test_imaging_link",
+            "SELECT status::text AS status, args FROM oncostruct_jobs.procrastinate_jobs "
+            "WHERE task_name = 'link_imaging_study'",
+        )
+        return [{"status": row["status"], "args": _args(row["args"])} for row in rows]
+
+    with LiveServer(create_imaging(settings), port=imaging_port) as imaging:
+        client = DICOMwebClient(
+            f"{imaging.url}/dicomweb", headers={"Authorization": f"Bearer {issuer.token('dicomweb.write')}"}
+        )
+        client.store_instances([ct_dataset(study, new_uid(), 1, patient_id=patient)])
+
+        def retrying() -> None:
+            assert any(job["args"].get("attempt", 1) >= 3 for job in jobs())
+
+        eventually(retrying)
+        client.store_instances([ct_dataset(study, new_uid(), 1, patient_id=patient)])  # while a retry waits
+        eventually(retrying)
+        with LiveServer(create_clinical(service_settings("clinical")), port=clinical_port):
+
+            def linked() -> None:
+                found = imaging_studies(fhir, study)
+                assert len(found) == 1
+                assert found[0]["numberOfSeries"] == 2
+
+            eventually(linked)
+
+            def settled() -> None:  # every attempt ended; none stuck in 'doing' or failed
+                statuses = {job["status"] for job in jobs()}
+                assert statuses == {"succeeded"}, statuses
+
+            eventually(settled)
+
+
+def _args(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else dict(value)

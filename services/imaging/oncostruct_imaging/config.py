@@ -48,6 +48,10 @@ class Settings(ServiceSettings):
     link_max_attempts: int = Field(
         30, ge=1, description="Tries (with exponential backoff) to link a study to the clinical service."
     )
+    link_retry_base_s: float = Field(
+        2.0, gt=0, description="Wait before the second try to link a study; doubled for each later try."
+    )
+    link_retry_max_s: float = Field(600.0, gt=0, description="Longest wait between two tries to link a study.")
     patient_identifier_system: str = Field(
         "urn:oncostruct:dicom:patient-id",
         description="FHIR identifier system for DICOM Patient IDs (`:<issuer>` appended when the instance has one).",

@@ -108,8 +108,10 @@ class ImagingEvents:
         self.sessionmaker = sessionmaker
         self.clinical = clinical
         self.settings = settings
-        retry = procrastinate.RetryStrategy(max_attempts=settings.link_max_attempts, exponential_wait=2)
-        queue.task(name="link_imaging_study", queue=QUEUE, retry=retry, pass_context=False)(self.link_imaging_study)
+        # No procrastinate retry for the link: a failed attempt defers the next one itself (see
+        # link_imaging_study); a retry of the same job would collide with a newer pending job's
+        # queueing lock (UniqueViolation inside the worker, leaving the job stuck in 'doing').
+        queue.task(name="link_imaging_study", queue=QUEUE, pass_context=False)(self.link_imaging_study)
         queue.task(name="series_quiet_check", queue=QUEUE, retry=3, pass_context=False)(self.series_quiet_check)
 
     async def stored(self, studies: set[str], series: set[str]) -> None:
@@ -167,8 +169,33 @@ class ImagingEvents:
             raise UpstreamError("The clinical service did not say which Patient it matched or created.")
         return f"Patient/{patient_id}"
 
-    async def link_imaging_study(self, study_uid: str) -> None:
-        """Create or update the study's ImagingStudy in the clinical service (job)."""
+    async def link_imaging_study(self, study_uid: str, attempt: int = 1) -> None:
+        """Create or update the study's ImagingStudy in the clinical service (job).
+
+        A failed attempt defers the next one (same queueing lock, exponential backoff capped at
+        ``link_retry_max_s``) and ends; if a newer job for the study is pending already, that one
+        links the study's latest state and no retry is needed. After ``link_max_attempts`` the
+        job fails (visible in the queue) and the next store of the study starts again.
+        """
+        try:
+            await self._link(study_uid)
+        except Exception as exc:
+            if attempt >= self.settings.link_max_attempts:
+                raise
+            delay = min(self.settings.link_retry_base_s * 2 ** (attempt - 1), self.settings.link_retry_max_s)
+            log.warning(
+                "linking failed; will retry",
+                extra={"attempt": attempt, "retry_in_s": delay, "error": type(exc).__name__},
+            )
+            await self._defer(
+                "link_imaging_study",
+                f"link:{study_uid}",
+                schedule_in={"seconds": delay},
+                study_uid=study_uid,
+                attempt=attempt + 1,
+            )
+
+    async def _link(self, study_uid: str) -> None:
         async with self.sessionmaker() as session:
             study = await session.scalar(select(StudyRow).where(StudyRow.study_instance_uid == study_uid))
             if study is None:

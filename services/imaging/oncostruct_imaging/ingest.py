@@ -190,8 +190,10 @@ async def ingest_files(
             ready.append((index, file))
     replace = context.settings.duplicate_policy == "replace"
     try:
-        async with context.sessionmaker() as session, session.begin():
-            outcomes = await index_instances(session, [file for _, file in ready], replace=replace)
+        outcomes = []
+        if ready:  # nothing new (every instance a duplicate or failed): no transaction
+            async with context.sessionmaker() as session, session.begin():
+                outcomes = await index_instances(session, [file for _, file in ready], replace=replace)
     except Exception as exc:
         log.warning("group indexing failed; indexing one by one", exc_info=exc)
         outcomes = []
