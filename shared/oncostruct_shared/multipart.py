@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from oncostruct_shared.errors import Invalid
 
@@ -294,3 +294,18 @@ def multipart_response(
     boundary = new_boundary()
     media_type = f'multipart/related; type="{part_type}"{extra_params}; boundary={boundary}'
     return StreamingResponse(multipart_body(parts, boundary), media_type=media_type, headers=headers)
+
+
+def multipart_content(
+    parts: list[tuple[str, bytes]], part_type: str, *, headers: dict[str, str] | None = None
+) -> Response:
+    """A ``multipart/related; type="…"`` response built in memory, for bodies known to be small (a few
+    frames): one write, no streaming task."""
+    boundary = new_boundary()
+    separator = f"--{boundary}\r\n".encode("latin-1")
+    chunks: list[bytes] = []
+    for content_type, data in parts:
+        chunks += (separator, f"Content-Type: {content_type}\r\n\r\n".encode("latin-1"), data, b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
+    media_type = f'multipart/related; type="{part_type}"; boundary={boundary}'
+    return Response(b"".join(chunks), media_type=media_type, headers=headers)

@@ -165,10 +165,18 @@ def build_service_app(spec: ServiceSpec) -> FastAPI:
         RequestMiddleware, metrics=app.state.metrics, surface=spec.surface, max_body_bytes=settings.max_body_bytes
     )
     checks: dict[str, Readiness] = {"database": Readiness(_database_ready), **spec.readiness_checks}
+    documentation = list(app.router.routes)  # openapi.json and docs: fixed paths under the prefix
     app.include_router(health_router(checks, settings.readiness_timeout_s))
+    platform_routes = list(app.router.routes)
     for router in spec.routers:
         app.include_router(router, prefix=prefix)
         for route in router.routes:
             # Routes keep their router-relative path; metrics and logs want the full template.
             route.oncostruct_template = prefix + getattr(route, "path", "")  # type: ignore[attr-defined]
+    # Routing tries routes in order, a few microseconds each: after the documentation (fixed paths that
+    # a service's templates could shadow) the service's own routes, in the order of its routers (hottest
+    # first), then health and metrics.
+    service_routes = [route for route in app.router.routes if route not in platform_routes]
+    health_routes = [route for route in platform_routes if route not in documentation]
+    app.router.routes[:] = documentation + service_routes + health_routes
     return app

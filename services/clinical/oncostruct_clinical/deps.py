@@ -4,33 +4,27 @@ Every FHIR interaction needs the caller (a verified bearer token) and a database
 connection. :data:`ContextDep` provides them through FastAPI's dependency injection;
 :class:`FhirRoute` opens the same context in the route handler itself, for the
 interactions whose endpoints take only path parameters, the request and the context
-(read, vread, create, update, patch, delete, search). Profiles showed FastAPI's
-per-request dependency solving (the generator dependency's exit stack and cancel scope,
-parameter analysis) costing about a third of a read: 1,130 → 1,840 reads/s per process.
-The endpoint's signature still documents the route in OpenAPI (path parameters, bearer
-security), and errors reach the same exception handlers.
+(read, vread, create, update, patch, delete, search): FastAPI's dependency solving cost
+about a third of a read (1,130 → 1,840 reads/s per process); see :mod:`oncostruct_shared.routing`.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
-from starlette.responses import Response
 
 from oncostruct_shared.auth import BearerDep, bearer_credentials, get_principal
 from oncostruct_shared.db import request_connection
+from oncostruct_shared.routing import ContextRoute
 
 from .interactions import Context
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_PATH_PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
 
 
 @asynccontextmanager
@@ -59,24 +53,10 @@ async def get_context(request: Request, credentials: BearerDep) -> AsyncIterator
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-class FhirRoute(APIRoute):
-    """An APIRoute that calls its endpoint with the path parameters, ``request`` and ``ctx`` directly.
+class FhirRoute(ContextRoute):
+    """A :class:`~oncostruct_shared.routing.ContextRoute` whose ``ctx`` is the FHIR interaction context."""
 
-    The endpoint must take exactly those parameters (checked when the route is declared).
-    """
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        expected = set(_PATH_PARAMETER.findall(path)) | {"request", "ctx"}
-        if set(inspect.signature(endpoint).parameters) != expected:
-            raise TypeError(f"{endpoint.__name__} must take exactly {sorted(expected)} to be a FhirRoute")
-        super().__init__(path, endpoint, **kwargs)
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def handler(request: Request) -> Response:
-            async with open_context(request, await bearer_credentials(request)) as ctx:
-                response: Response = await endpoint(request=request, ctx=ctx, **request.path_params)
-                return response
-
-        return handler
+    @asynccontextmanager
+    async def open_context(self, request: Request) -> AsyncIterator[Context]:
+        async with open_context(request, await bearer_credentials(request)) as ctx:
+            yield ctx

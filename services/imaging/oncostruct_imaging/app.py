@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             description="DICOMweb (PS3.18) archive: STOW-RS store, QIDO-RS search, WADO-RS retrieve and delete. "
             "Errors carry the PS3.18 status code and a Warning header.",
             version=__version__,
-            routers=[stow.router, qido.router, wado.router, imports.router],
+            routers=[wado.router, qido.router, stow.router, imports.router],  # hottest first
             migrations_dir=Path(__file__).parent / "migrations",
             lifespan=_open_resources,
             validation_status=400,

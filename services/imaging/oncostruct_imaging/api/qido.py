@@ -31,19 +31,19 @@ from fastapi.responses import Response
 from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from oncostruct_shared.db import SessionDep
+from oncostruct_shared.db import LazyConnection
 from oncostruct_shared.errors import Invalid, NotAcceptable
 from oncostruct_shared.multipart import parse_accept, type_matches
 from oncostruct_shared.surfaces import warning_header
 
 from ..config import Settings
-from ..deps import ReadScope, SettingsDep
+from ..deps import DicomwebDep, DicomwebRoute
 from ..dicom_json import DICOM_JSON, dicom_json_response, element
 from ..models import InstanceRow, PatientRow, SeriesRow, StudyRow
 from ..parsing import keyword_tag, normalize_tm, tag_hex
 from ..uids import require_uid
 
-router = APIRouter(tags=["QIDO-RS"])
+router = APIRouter(tags=["QIDO-RS"], route_class=DicomwebRoute)
 
 Level = Literal["study", "series", "instance"]
 Kind = Literal["uid", "string", "pn", "date", "time", "int", "modalities", "sequence"]
@@ -383,7 +383,7 @@ def _response(results: list[dict[str, Any]], search: SearchRequest, more: bool) 
     return dicom_json_response([dict(sorted(result.items())) for result in results], headers=headers)
 
 
-async def _study_counts(session: SessionDep, study_pks: list[int]) -> dict[int, tuple[int, int, list[str]]]:
+async def _study_counts(session: LazyConnection, study_pks: list[int]) -> dict[int, tuple[int, int, list[str]]]:
     if not study_pks:
         return {}
     query = (
@@ -401,7 +401,7 @@ async def _study_counts(session: SessionDep, study_pks: list[int]) -> dict[int, 
     return {row[0]: (row[1], row[2], sorted(m for m in row[3] if m)) for row in rows}
 
 
-async def _series_counts(session: SessionDep, series_pks: list[int]) -> dict[int, int]:
+async def _series_counts(session: LazyConnection, series_pks: list[int]) -> dict[int, int]:
     if not series_pks:
         return {}
     query = (
@@ -440,7 +440,7 @@ def _paged(query: Select[Any], search: SearchRequest) -> Select[Any]:
     return query.offset(search.offset).limit(search.limit + 1)
 
 
-async def _search_studies(request: Request, session: SessionDep, settings: Settings) -> Response:
+async def _search_studies(request: Request, session: LazyConnection, settings: Settings) -> Response:
     _accepts_dicom_json(request)
     search = parse_search(request, settings, "study")
     query = (
@@ -463,7 +463,7 @@ async def _search_studies(request: Request, session: SessionDep, settings: Setti
     return _response(results, search, more)
 
 
-async def _search_series(request: Request, session: SessionDep, settings: Settings, study: str | None) -> Response:
+async def _search_series(request: Request, session: LazyConnection, settings: Settings, study: str | None) -> Response:
     _accepts_dicom_json(request)
     search = parse_search(request, settings, "series")
     query = (
@@ -516,7 +516,7 @@ async def _search_series(request: Request, session: SessionDep, settings: Settin
 
 
 async def _search_instances(
-    request: Request, session: SessionDep, settings: Settings, study: str | None, series: str | None
+    request: Request, session: LazyConnection, settings: Settings, study: str | None, series: str | None
 ) -> Response:
     _accepts_dicom_json(request)
     search = parse_search(request, settings, "instance")
@@ -608,48 +608,42 @@ def _path_uid(value: str, what: str) -> str:
 
 
 @router.get("/studies", response_class=Response)
-async def search_for_studies(request: Request, session: SessionDep, settings: SettingsDep, _: ReadScope) -> Response:
+async def search_for_studies(request: Request, ctx: DicomwebDep) -> Response:
     """Search for studies (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_studies(request, session, settings)
+    return await _search_studies(request, ctx.connection, ctx.settings)
 
 
 @router.get("/series", response_class=Response)
-async def search_for_series(request: Request, session: SessionDep, settings: SettingsDep, _: ReadScope) -> Response:
+async def search_for_series(request: Request, ctx: DicomwebDep) -> Response:
     """Search for series in all studies (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_series(request, session, settings, None)
+    return await _search_series(request, ctx.connection, ctx.settings, None)
 
 
 @router.get("/studies/{study}/series", response_class=Response)
-async def search_for_series_in_study(
-    request: Request, study: str, session: SessionDep, settings: SettingsDep, _: ReadScope
-) -> Response:
+async def search_for_series_in_study(request: Request, study: str, ctx: DicomwebDep) -> Response:
     """Search for series of one study (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_series(request, session, settings, _path_uid(study, "Study Instance UID"))
+    return await _search_series(request, ctx.connection, ctx.settings, _path_uid(study, "Study Instance UID"))
 
 
 @router.get("/instances", response_class=Response)
-async def search_for_instances(request: Request, session: SessionDep, settings: SettingsDep, _: ReadScope) -> Response:
+async def search_for_instances(request: Request, ctx: DicomwebDep) -> Response:
     """Search for instances in all studies (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_instances(request, session, settings, None, None)
+    return await _search_instances(request, ctx.connection, ctx.settings, None, None)
 
 
 @router.get("/studies/{study}/instances", response_class=Response)
-async def search_for_instances_in_study(
-    request: Request, study: str, session: SessionDep, settings: SettingsDep, _: ReadScope
-) -> Response:
+async def search_for_instances_in_study(request: Request, study: str, ctx: DicomwebDep) -> Response:
     """Search for instances of one study (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_instances(request, session, settings, _path_uid(study, "Study Instance UID"), None)
+    return await _search_instances(request, ctx.connection, ctx.settings, _path_uid(study, "Study Instance UID"), None)
 
 
 @router.get("/studies/{study}/series/{series}/instances", response_class=Response)
-async def search_for_instances_in_series(
-    request: Request, study: str, series: str, session: SessionDep, settings: SettingsDep, _: ReadScope
-) -> Response:
+async def search_for_instances_in_series(request: Request, study: str, series: str, ctx: DicomwebDep) -> Response:
     """Search for instances of one series (QIDO-RS, PS3.18 §10.6)."""
     return await _search_instances(
         request,
-        session,
-        settings,
+        ctx.connection,
+        ctx.settings,
         _path_uid(study, "Study Instance UID"),
         _path_uid(series, "Series Instance UID"),
     )

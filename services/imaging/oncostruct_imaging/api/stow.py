@@ -29,12 +29,12 @@ from oncostruct_shared.multipart import parse_accept, parse_media_type, spool_mu
 
 from .. import parsing
 from ..config import Settings
-from ..deps import SettingsDep, StoreDep, WriteScope
+from ..deps import DicomwebDep, DicomwebRoute
 from ..dicom_json import DICOM_JSON, DICOM_XML, dumps, element, native_dicom_model
 from ..ingest import PartResult, ingest_files
 from ..uids import require_uid
 
-router = APIRouter(tags=["STOW-RS"])
+router = APIRouter(tags=["STOW-RS"], route_class=DicomwebRoute)
 log = logging.getLogger("oncostruct.imaging.stow")
 
 DICOM = "application/dicom"
@@ -159,15 +159,13 @@ async def _store_instances(request: Request, settings: Settings, study: str | No
 
 
 @router.post("/studies", response_class=Response)
-async def store_instances(request: Request, settings: SettingsDep, store: StoreDep, _: WriteScope) -> Response:
+async def store_instances(request: Request, ctx: DicomwebDep) -> Response:
     """Store instances (STOW-RS, PS3.18 §10.5) in whatever studies they belong to."""
-    return await _store_instances(request, settings, None)
+    return await _store_instances(request, ctx.settings, None)
 
 
 @router.post("/studies/{study}", response_class=Response)
-async def store_instances_in_study(
-    request: Request, study: str, settings: SettingsDep, store: StoreDep, _: WriteScope
-) -> Response:
+async def store_instances_in_study(request: Request, study: str, ctx: DicomwebDep) -> Response:
     """Store instances of one study (STOW-RS, PS3.18 §10.5); instances of another study fail with 0xC409."""
     require_uid(study, "Study Instance UID")
-    return await _store_instances(request, settings, study)
+    return await _store_instances(request, ctx.settings, study)

@@ -19,30 +19,37 @@ import io
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import pydicom
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from oncostruct_shared.db import SessionDep
 from oncostruct_shared.errors import Invalid, NotAcceptable, NotFound
-from oncostruct_shared.multipart import MediaType, multipart_response, parse_accept, type_matches
+from oncostruct_shared.multipart import (
+    MediaType,
+    multipart_content,
+    multipart_response,
+    parse_accept,
+    type_matches,
+)
 
 from .. import rendering
 from ..config import Settings
-from ..deps import DeleteScope, ReadScope, SettingsDep, StoreDep
+from ..deps import DicomwebDep, DicomwebRoute
 from ..dicom_json import DICOM_JSON
 from ..parsing import keyword_tag, tag_hex
 from ..repository import InstanceFile, delete_instances, find_instances
 from ..uids import require_uid
 
-router = APIRouter(tags=["WADO-RS"])
+router = APIRouter(tags=["WADO-RS"], route_class=DicomwebRoute)
 log = logging.getLogger("oncostruct.imaging.wado")
 
 DICOM = "application/dicom"
 OCTET_STREAM = "application/octet-stream"
+#: Frames up to this many bytes in all are answered from memory in one write; more stream frame by frame.
+_IN_MEMORY_FRAMES_BYTES = 8 * 1024 * 1024
 NATIVE_SYNTAXES = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 #: Media types of compressed frames (PS3.18 Table 8.7.3-2).
 FRAME_MEDIA_TYPES: dict[str, str] = {
@@ -84,144 +91,6 @@ def _decodable(transfer_syntax: str) -> bool:
         return bool(get_decoder(UID(transfer_syntax)).is_available)
     except (NotImplementedError, ValueError):
         return False
-
-
-# --- instances (multipart/related; type="application/dicom") -------------------
-
-
-def _choose_instance_syntax(request: Request, items: list[InstanceFile]) -> str:
-    """The transfer syntax to send (``*``: as stored); 406 when no acceptable one can be produced."""
-    for media in parse_accept(request.headers.get("accept")):
-        if media.type in ("*/*", "multipart/*"):
-            return "*"
-        if media.type != "multipart/related":
-            continue
-        part_type = (media.param("type") or DICOM).lower()
-        if part_type not in (DICOM, "application/*", "*/*"):
-            continue
-        wanted = media.param("transfer-syntax") or ExplicitVRLittleEndian
-        if wanted == "*":
-            return "*"
-        if all(item.transfer_syntax_uid == wanted for item in items):
-            return wanted
-        if wanted in NATIVE_SYNTAXES and all(_decodable(item.transfer_syntax_uid) for item in items):
-            return wanted
-    raise NotAcceptable(
-        'Instances are available as multipart/related; type="application/dicom" with their stored transfer '
-        "syntax (transfer-syntax=*) or, where decodable, Explicit/Implicit VR Little Endian."
-    )
-
-
-def _transcode(data: bytes, target: str) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    if ds.file_meta.TransferSyntaxUID.is_compressed and "PixelData" in ds:
-        ds.decompress()
-    ds.file_meta.TransferSyntaxUID = UID(target)
-    out = io.BytesIO()
-    ds.save_as(out, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True)
-    return out.getvalue()
-
-
-async def _instance_parts(
-    store: Any, items: list[InstanceFile], syntax: str
-) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
-    for item in items:
-        if syntax == "*" or item.transfer_syntax_uid == syntax:
-            yield f"{DICOM}; transfer-syntax={item.transfer_syntax_uid}", store.iter_chunks(item.storage_key)
-        else:
-            data = await store.read_range(item.storage_key, 0, item.size)
-            transcoded = await asyncio.to_thread(_transcode, data, syntax)
-            yield f"{DICOM}; transfer-syntax={syntax}", _once(transcoded)
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-async def _retrieve(request: Request, session: SessionDep, store: Any, items: list[InstanceFile]) -> Response:
-    syntax = _choose_instance_syntax(request, items)
-    return multipart_response(_instance_parts(store, items, syntax), DICOM)
-
-
-@router.get("/studies/{study}", response_class=Response)
-async def retrieve_study(request: Request, study: str, session: SessionDep, store: StoreDep, _: ReadScope) -> Response:
-    """Retrieve a study's instances (WADO-RS, PS3.18 §10.4)."""
-    _uids(study)
-    return await _retrieve(request, session, store, await find_instances(session, study))
-
-
-@router.get("/studies/{study}/series/{series}", response_class=Response)
-async def retrieve_series(
-    request: Request, study: str, series: str, session: SessionDep, store: StoreDep, _: ReadScope
-) -> Response:
-    """Retrieve a series' instances (WADO-RS, PS3.18 §10.4)."""
-    _uids(study, series)
-    return await _retrieve(request, session, store, await find_instances(session, study, series))
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}", response_class=Response)
-async def retrieve_instance(
-    request: Request, study: str, series: str, instance: str, session: SessionDep, store: StoreDep, _: ReadScope
-) -> Response:
-    """Retrieve one instance (WADO-RS, PS3.18 §10.4)."""
-    _uids(study, series, instance)
-    return await _retrieve(request, session, store, await find_instances(session, study, series, instance))
-
-
-# --- metadata -------------------------------------------------------------------
-
-
-def _accept_json(request: Request) -> None:
-    for media in parse_accept(request.headers.get("accept")):
-        if type_matches(media.type, DICOM_JSON) or type_matches(media.type, "application/json"):
-            return
-    raise NotAcceptable(f"Metadata is available as {DICOM_JSON} only.")
-
-
-async def _metadata(request: Request, settings: Settings, items: list[InstanceFile]) -> Response:
-    # The ETag changes when any instance's content does (PS3.18 §8.3.6 caching).
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(item.content_sha256.encode("ascii"))
-    etag = f'"{digest.hexdigest()[:32]}"'
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
-        return Response(status_code=304, headers=headers)
-    body = b"[" + b",".join((item.metadata_json or "{}").encode("utf-8") for item in items) + b"]"
-    body = body.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + settings.base_url.encode("utf-8"))
-    return Response(body, media_type=DICOM_JSON, headers=headers)
-
-
-@router.get("/studies/{study}/metadata", response_class=Response)
-async def retrieve_study_metadata(
-    request: Request, study: str, session: SessionDep, settings: SettingsDep, _: ReadScope
-) -> Response:
-    """Retrieve the metadata of a study's instances (WADO-RS, PS3.18 §10.4)."""
-    _uids(study)
-    _accept_json(request)
-    return await _metadata(request, settings, await find_instances(session, study, with_metadata=True))
-
-
-@router.get("/studies/{study}/series/{series}/metadata", response_class=Response)
-async def retrieve_series_metadata(
-    request: Request, study: str, series: str, session: SessionDep, settings: SettingsDep, _: ReadScope
-) -> Response:
-    """Retrieve the metadata of a series' instances (WADO-RS, PS3.18 §10.4)."""
-    _uids(study, series)
-    _accept_json(request)
-    return await _metadata(request, settings, await find_instances(session, study, series, with_metadata=True))
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata", response_class=Response)
-async def retrieve_instance_metadata(
-    request: Request, study: str, series: str, instance: str, session: SessionDep, settings: SettingsDep, _: ReadScope
-) -> Response:
-    """Retrieve one instance's metadata (WADO-RS, PS3.18 §10.4)."""
-    _uids(study, series, instance)
-    _accept_json(request)
-    return await _metadata(
-        request, settings, await find_instances(session, study, series, instance, with_metadata=True)
-    )
 
 
 # --- frames ---------------------------------------------------------------------
@@ -316,24 +185,151 @@ async def retrieve_frames(
     series: str,
     instance: str,
     frames: str,
-    session: SessionDep,
-    store: StoreDep,
-    _: ReadScope,
+    ctx: DicomwebDep,
 ) -> Response:
     """Retrieve frames of an instance (WADO-RS, PS3.18 §10.4)."""
     _uids(study, series, instance)
-    (item,) = await find_instances(session, study, series, instance, with_layout=True)
+    (item,) = await find_instances(await ctx.pool(), study, series, instance, with_layout=True)
     if not item.number_of_frames:
         raise NotFound("This instance has no pixel data frames.")
     numbers = parse_frame_list(frames, item.number_of_frames)
     encoding = _choose_frame_encoding(request, item)
-    data = await _frame_bytes(store, item, numbers, encoding.raw)
+    if encoding.raw and item.frames is not None:
+        size = sum(length for number in numbers for _, length in item.frames[number - 1])
+        if size > _IN_MEMORY_FRAMES_BYTES:  # many or large frames: read each as the response streams
 
-    async def parts() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
-        for frame in data:
-            yield encoding.content_type, _once(frame)
+            async def parts() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+                for number in numbers:
+                    (frame,) = await _frame_bytes(ctx.store, item, [number], raw=True)
+                    yield encoding.content_type, _once(frame)
 
-    return multipart_response(parts(), encoding.part_type)
+            return multipart_response(parts(), encoding.part_type)
+    data = await _frame_bytes(ctx.store, item, numbers, encoding.raw)
+    return multipart_content([(encoding.content_type, frame) for frame in data], encoding.part_type)
+
+
+# --- instances (multipart/related; type="application/dicom") -------------------
+
+
+def _choose_instance_syntax(request: Request, items: list[InstanceFile]) -> str:
+    """The transfer syntax to send (``*``: as stored); 406 when no acceptable one can be produced."""
+    for media in parse_accept(request.headers.get("accept")):
+        if media.type in ("*/*", "multipart/*"):
+            return "*"
+        if media.type != "multipart/related":
+            continue
+        part_type = (media.param("type") or DICOM).lower()
+        if part_type not in (DICOM, "application/*", "*/*"):
+            continue
+        wanted = media.param("transfer-syntax") or ExplicitVRLittleEndian
+        if wanted == "*":
+            return "*"
+        if all(item.transfer_syntax_uid == wanted for item in items):
+            return wanted
+        if wanted in NATIVE_SYNTAXES and all(_decodable(item.transfer_syntax_uid) for item in items):
+            return wanted
+    raise NotAcceptable(
+        'Instances are available as multipart/related; type="application/dicom" with their stored transfer '
+        "syntax (transfer-syntax=*) or, where decodable, Explicit/Implicit VR Little Endian."
+    )
+
+
+def _transcode(data: bytes, target: str) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if ds.file_meta.TransferSyntaxUID.is_compressed and "PixelData" in ds:
+        ds.decompress()
+    ds.file_meta.TransferSyntaxUID = UID(target)
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=target == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True)
+    return out.getvalue()
+
+
+async def _instance_parts(
+    store: Any, items: list[InstanceFile], syntax: str
+) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+    for item in items:
+        if syntax == "*" or item.transfer_syntax_uid == syntax:
+            yield f"{DICOM}; transfer-syntax={item.transfer_syntax_uid}", store.iter_chunks(item.storage_key)
+        else:
+            data = await store.read_range(item.storage_key, 0, item.size)
+            transcoded = await asyncio.to_thread(_transcode, data, syntax)
+            yield f"{DICOM}; transfer-syntax={syntax}", _once(transcoded)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _retrieve(ctx: DicomwebDep, study: str, series: str | None = None, instance: str | None = None) -> Response:
+    _uids(study, series, instance)
+    items = await find_instances(await ctx.pool(), study, series, instance)
+    syntax = _choose_instance_syntax(ctx.request, items)
+    return multipart_response(_instance_parts(ctx.store, items, syntax), DICOM)
+
+
+@router.get("/studies/{study}", response_class=Response)
+async def retrieve_study(request: Request, study: str, ctx: DicomwebDep) -> Response:
+    """Retrieve a study's instances (WADO-RS, PS3.18 §10.4)."""
+    return await _retrieve(ctx, study)
+
+
+@router.get("/studies/{study}/series/{series}", response_class=Response)
+async def retrieve_series(request: Request, study: str, series: str, ctx: DicomwebDep) -> Response:
+    """Retrieve a series' instances (WADO-RS, PS3.18 §10.4)."""
+    return await _retrieve(ctx, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}", response_class=Response)
+async def retrieve_instance(request: Request, study: str, series: str, instance: str, ctx: DicomwebDep) -> Response:
+    """Retrieve one instance (WADO-RS, PS3.18 §10.4)."""
+    return await _retrieve(ctx, study, series, instance)
+
+
+# --- metadata -------------------------------------------------------------------
+
+
+def _accept_json(request: Request) -> None:
+    for media in parse_accept(request.headers.get("accept")):
+        if type_matches(media.type, DICOM_JSON) or type_matches(media.type, "application/json"):
+            return
+    raise NotAcceptable(f"Metadata is available as {DICOM_JSON} only.")
+
+
+async def _metadata(ctx: DicomwebDep, study: str, series: str | None = None, instance: str | None = None) -> Response:
+    _uids(study, series, instance)
+    _accept_json(ctx.request)
+    items = await find_instances(await ctx.pool(), study, series, instance, with_metadata=True)
+    # The ETag changes when any instance's content does (PS3.18 §8.3.6 caching).
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(item.content_sha256.encode("ascii"))
+    etag = f'"{digest.hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag in [tag.strip() for tag in ctx.request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    body = b"[" + b",".join((item.metadata_json or "{}").encode("utf-8") for item in items) + b"]"
+    body = body.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + ctx.settings.base_url.encode("utf-8"))
+    return Response(body, media_type=DICOM_JSON, headers=headers)
+
+
+@router.get("/studies/{study}/metadata", response_class=Response)
+async def retrieve_study_metadata(request: Request, study: str, ctx: DicomwebDep) -> Response:
+    """Retrieve the metadata of a study's instances (WADO-RS, PS3.18 §10.4)."""
+    return await _metadata(ctx, study)
+
+
+@router.get("/studies/{study}/series/{series}/metadata", response_class=Response)
+async def retrieve_series_metadata(request: Request, study: str, series: str, ctx: DicomwebDep) -> Response:
+    """Retrieve the metadata of a series' instances (WADO-RS, PS3.18 §10.4)."""
+    return await _metadata(ctx, study, series)
+
+
+@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata", response_class=Response)
+async def retrieve_instance_metadata(
+    request: Request, study: str, series: str, instance: str, ctx: DicomwebDep
+) -> Response:
+    """Retrieve one instance's metadata (WADO-RS, PS3.18 §10.4)."""
+    return await _metadata(ctx, study, series, instance)
 
 
 # --- bulk data ------------------------------------------------------------------
@@ -377,14 +373,13 @@ async def retrieve_bulkdata(
     series: str,
     instance: str,
     path: str,
-    session: SessionDep,
-    store: StoreDep,
-    _: ReadScope,
+    ctx: DicomwebDep,
 ) -> Response:
     """Retrieve one bulk data element of an instance (WADO-RS, PS3.18 §10.4)."""
     _uids(study, series, instance)
     _accept_octet_stream(request)
-    (item,) = await find_instances(session, study, series, instance, with_layout=True)
+    (item,) = await find_instances(await ctx.pool(), study, series, instance, with_layout=True)
+    store = ctx.store
     steps = [step for step in path.split("/") if step]
     if not steps:
         raise NotFound("No bulk data element named.")
@@ -414,26 +409,19 @@ def _rendered_media_type(request: Request) -> str:
     raise NotAcceptable(f"Rendered images are available as {', '.join(rendering.RENDERED_MEDIA_TYPES)}.")
 
 
-async def _render(
-    request: Request,
-    settings: Settings,
-    session: SessionDep,
-    store: Any,
-    item: InstanceFile,
-    frame: int,
-    thumbnail: bool,
-) -> Response:
+async def _render(ctx: DicomwebDep, item: InstanceFile, frame: int, thumbnail: bool) -> Response:
     import json
 
-    media_type = _rendered_media_type(request)
-    options = rendering.RenderOptions.parse(dict(request.query_params))
+    settings = ctx.settings
+    media_type = _rendered_media_type(ctx.request)
+    options = rendering.RenderOptions.parse(dict(ctx.request.query_params))
     metadata = json.loads(item.metadata_json or "{}")
     pixels = rendering.PixelDescription.from_metadata(metadata)
     if not item.number_of_frames:
         raise NotFound("This instance has no pixel data to render.")
     parse_frame_list(str(frame), item.number_of_frames)
     native = item.transfer_syntax_uid in NATIVE_SYNTAXES and item.frames is not None
-    (data,) = await _frame_bytes(store, item, [frame], raw=native)
+    (data,) = await _frame_bytes(ctx.store, item, [frame], raw=native)
     if not native and not _decodable(item.transfer_syntax_uid):
         raise NotAcceptable("This instance's pixel data cannot be decoded for rendering.")
 
@@ -462,116 +450,101 @@ def _decoded_dtype(pixels: rendering.PixelDescription) -> str:
     return f"<{'i' if pixels.pixel_representation else 'u'}{size}"
 
 
-async def _one_instance(
-    session: SessionDep, study: str, series: str | None = None, instance: str | None = None
-) -> InstanceFile:
-    items = await find_instances(session, study, series, instance, with_metadata=True, with_layout=True)
+async def _rendered(
+    ctx: DicomwebDep,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+    frame: str | None = None,
+    *,
+    thumbnail: bool,
+) -> Response:
+    """Render the instance (or the middle image of a study or series), frame ``frame`` or the first."""
+    _uids(study, series, instance)
+    items = await find_instances(await ctx.pool(), study, series, instance, with_metadata=True, with_layout=True)
     with_pixels = [item for item in items if item.number_of_frames]
     if not with_pixels:
         raise NotFound("Nothing with pixel data to render here.")
-    return with_pixels[len(with_pixels) // 2]  # the middle image represents a study or series
-
-
-@dataclass
-class Rendering:
-    """What every rendered and thumbnail route needs (one dependency instead of five parameters each)."""
-
-    request: Request
-    session: SessionDep
-    settings: SettingsDep
-    store: StoreDep
-    scope: ReadScope
-
-    async def respond(
-        self,
-        study: str,
-        series: str | None = None,
-        instance: str | None = None,
-        frame: str | None = None,
-        *,
-        thumbnail: bool,
-    ) -> Response:
-        """Render the instance (or the middle image of a study or series), frame ``frame`` or the first."""
-        _uids(*(uid for uid in (study, series, instance) if uid is not None))
-        item = await _one_instance(self.session, study, series, instance)
-        frames = parse_frame_list(frame, item.number_of_frames or 0) if frame is not None else [1]
-        if len(frames) != 1:
-            raise Invalid("A rendered frame is one frame; ask for each frame on its own.", expression=["frame"])
-        number = frames[0]
-        return await _render(self.request, self.settings, self.session, self.store, item, number, thumbnail=thumbnail)
-
-
-RenderDep = Annotated[Rendering, Depends()]
+    item = with_pixels[len(with_pixels) // 2]  # the middle image represents a study or series
+    frames = parse_frame_list(frame, item.number_of_frames or 0) if frame is not None else [1]
+    if len(frames) != 1:
+        raise Invalid("A rendered frame is one frame; ask for each frame on its own.", expression=["frame"])
+    return await _render(ctx, item, frames[0], thumbnail=thumbnail)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/rendered", response_class=Response)
-async def retrieve_rendered_instance(study: str, series: str, instance: str, render: RenderDep) -> Response:
+async def retrieve_rendered_instance(
+    request: Request, study: str, series: str, instance: str, ctx: DicomwebDep
+) -> Response:
     """Retrieve an instance rendered as an image (first frame; WADO-RS, PS3.18 §10.4)."""
-    return await render.respond(study, series, instance, thumbnail=False)
+    return await _rendered(ctx, study, series, instance, thumbnail=False)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered", response_class=Response)
-async def retrieve_rendered_frame(study: str, series: str, instance: str, frame: str, render: RenderDep) -> Response:
+async def retrieve_rendered_frame(
+    request: Request, study: str, series: str, instance: str, frame: str, ctx: DicomwebDep
+) -> Response:
     """Retrieve one frame rendered as an image (WADO-RS, PS3.18 §10.4)."""
-    return await render.respond(study, series, instance, frame, thumbnail=False)
+    return await _rendered(ctx, study, series, instance, frame, thumbnail=False)
 
 
 @router.get("/studies/{study}/thumbnail", response_class=Response)
-async def retrieve_study_thumbnail(study: str, render: RenderDep) -> Response:
+async def retrieve_study_thumbnail(request: Request, study: str, ctx: DicomwebDep) -> Response:
     """Retrieve a thumbnail of a study (its middle image; PS3.18 §10.4)."""
-    return await render.respond(study, thumbnail=True)
+    return await _rendered(ctx, study, thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", response_class=Response)
-async def retrieve_series_thumbnail(study: str, series: str, render: RenderDep) -> Response:
+async def retrieve_series_thumbnail(request: Request, study: str, series: str, ctx: DicomwebDep) -> Response:
     """Retrieve a thumbnail of a series (its middle image; PS3.18 §10.4)."""
-    return await render.respond(study, series, thumbnail=True)
+    return await _rendered(ctx, study, series, thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail", response_class=Response)
-async def retrieve_instance_thumbnail(study: str, series: str, instance: str, render: RenderDep) -> Response:
+async def retrieve_instance_thumbnail(
+    request: Request, study: str, series: str, instance: str, ctx: DicomwebDep
+) -> Response:
     """Retrieve a thumbnail of an instance (PS3.18 §10.4)."""
-    return await render.respond(study, series, instance, thumbnail=True)
+    return await _rendered(ctx, study, series, instance, thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail", response_class=Response)
-async def retrieve_frame_thumbnail(study: str, series: str, instance: str, frame: str, render: RenderDep) -> Response:
+async def retrieve_frame_thumbnail(
+    request: Request, study: str, series: str, instance: str, frame: str, ctx: DicomwebDep
+) -> Response:
     """Retrieve a thumbnail of one frame (PS3.18 §10.4)."""
-    return await render.respond(study, series, instance, frame, thumbnail=True)
+    return await _rendered(ctx, study, series, instance, frame, thumbnail=True)
 
 
 # --- delete ---------------------------------------------------------------------
 
 
-async def _delete(session: SessionDep, store: Any, study: str, series: str | None, instance: str | None) -> Response:
+async def _delete(ctx: DicomwebDep, study: str, series: str | None = None, instance: str | None = None) -> Response:
+    _uids(study, series, instance)
+    session = ctx.session
     async with session.begin():
         keys = await delete_instances(session, study, series, instance)
     for key in keys:  # after the commit: a crash in between leaves unreferenced files, never dangling rows
-        await store.delete(key)
+        await ctx.store.delete(key)
     return Response(status_code=204)
 
 
 @router.delete("/studies/{study}", response_class=Response, status_code=204)
-async def delete_study(study: str, session: SessionDep, store: StoreDep, _: DeleteScope) -> Response:
+async def delete_study(request: Request, study: str, ctx: DicomwebDep) -> Response:
     """Delete a study and its instances (needs scope dicomweb.delete)."""
-    _uids(study)
-    return await _delete(session, store, study, None, None)
+    return await _delete(ctx, study)
 
 
 @router.delete("/studies/{study}/series/{series}", response_class=Response, status_code=204)
-async def delete_series(study: str, series: str, session: SessionDep, store: StoreDep, _: DeleteScope) -> Response:
+async def delete_series(request: Request, study: str, series: str, ctx: DicomwebDep) -> Response:
     """Delete a series and its instances (needs scope dicomweb.delete)."""
-    _uids(study, series)
-    return await _delete(session, store, study, series, None)
+    return await _delete(ctx, study, series)
 
 
 @router.delete("/studies/{study}/series/{series}/instances/{instance}", response_class=Response, status_code=204)
-async def delete_instance(
-    study: str, series: str, instance: str, session: SessionDep, store: StoreDep, _: DeleteScope
-) -> Response:
+async def delete_instance(request: Request, study: str, series: str, instance: str, ctx: DicomwebDep) -> Response:
     """Delete one instance (needs scope dicomweb.delete)."""
-    _uids(study, series, instance)
-    return await _delete(session, store, study, series, instance)
+    return await _delete(ctx, study, series, instance)
 
 
 __all__ = ["MediaType", "router"]
