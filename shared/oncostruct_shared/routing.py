@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
+
+from .auth import BearerDep, bearer_credentials
+
+T = TypeVar("T")
+#: Opens a request's context from the request and its bearer credentials (None without a token).
+ContextOpener = Callable[[Request, HTTPAuthorizationCredentials | None], AbstractAsyncContextManager[T]]
 
 _PATH_PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
 
@@ -47,3 +54,26 @@ class ContextRoute(APIRoute):
                 return response
 
         return handler
+
+
+def bearer_context(opener: ContextOpener[T]) -> tuple[Callable[..., AsyncIterator[T]], type[ContextRoute]]:
+    """The FastAPI dependency and the :class:`ContextRoute` class that both open ``opener``'s context.
+
+    Declare endpoints with ``ctx: Annotated[Context, Depends(dependency)]`` (OpenAPI then shows the
+    bearer security) and give their router ``route_class=route_class``.
+    """
+
+    async def dependency(request: Request, credentials: BearerDep) -> AsyncIterator[T]:
+        async with opener(request, credentials) as context:
+            yield context
+
+    @asynccontextmanager
+    async def open_with_bearer(request: Request) -> AsyncIterator[T]:
+        async with opener(request, await bearer_credentials(request)) as context:
+            yield context
+
+    class Route(ContextRoute):
+        def open_context(self, request: Request) -> AbstractAsyncContextManager[T]:
+            return open_with_bearer(request)
+
+    return dependency, Route

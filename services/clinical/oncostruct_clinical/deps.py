@@ -18,9 +18,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from oncostruct_shared.auth import BearerDep, bearer_credentials, get_principal
+from oncostruct_shared.auth import get_principal
 from oncostruct_shared.db import request_connection
-from oncostruct_shared.routing import ContextRoute
+from oncostruct_shared.routing import bearer_context
 
 from .interactions import Context
 
@@ -44,19 +44,5 @@ async def open_context(request: Request, credentials: HTTPAuthorizationCredentia
         )
 
 
-async def get_context(request: Request, credentials: BearerDep) -> AsyncIterator[Context]:
-    """FastAPI dependency: :func:`open_context` for the request."""
-    async with open_context(request, credentials) as context:
-        yield context
-
-
+get_context, FhirRoute = bearer_context(open_context)
 ContextDep = Annotated[Context, Depends(get_context)]
-
-
-class FhirRoute(ContextRoute):
-    """A :class:`~oncostruct_shared.routing.ContextRoute` whose ``ctx`` is the FHIR interaction context."""
-
-    @asynccontextmanager
-    async def open_context(self, request: Request) -> AsyncIterator[Context]:
-        async with open_context(request, await bearer_credentials(request)) as ctx:
-            yield ctx

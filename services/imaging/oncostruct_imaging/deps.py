@@ -23,15 +23,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oncostruct_shared.auth import (
-    BearerDep,
     Principal,
-    bearer_credentials,
     get_principal,
     insufficient_scope,
     require_scopes,
 )
 from oncostruct_shared.db import SAFE_METHODS, Database, LazyConnection, request_session
-from oncostruct_shared.routing import ContextRoute
+from oncostruct_shared.routing import bearer_context
 from oncostruct_shared.storage import ObjectStore
 
 from .config import Settings
@@ -95,22 +93,8 @@ async def open_dicomweb(request: Request, credentials: HTTPAuthorizationCredenti
         await context.close()
 
 
-async def get_dicomweb(request: Request, credentials: BearerDep) -> AsyncIterator[Dicomweb]:
-    """FastAPI dependency: :func:`open_dicomweb` for the request."""
-    async with open_dicomweb(request, credentials) as context:
-        yield context
-
-
+get_dicomweb, DicomwebRoute = bearer_context(open_dicomweb)
 DicomwebDep = Annotated[Dicomweb, Depends(get_dicomweb)]
-
-
-class DicomwebRoute(ContextRoute):
-    """A :class:`~oncostruct_shared.routing.ContextRoute` whose ``ctx`` is the :class:`Dicomweb` context."""
-
-    @asynccontextmanager
-    async def open_context(self, request: Request) -> AsyncIterator[Dicomweb]:
-        async with open_dicomweb(request, await bearer_credentials(request)) as context:
-            yield context
 
 
 ReadScope = Annotated[Principal, Depends(require_scopes("dicomweb.read"))]
