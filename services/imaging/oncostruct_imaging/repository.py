@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -329,13 +329,3 @@ async def delete_instances(
     await session.execute(delete(InstanceRow).where(InstanceRow.pk.in_([row.pk for row in rows])))
     await _drop_empty_parents(session, {row.series_pk for row in rows})
     return [row.storage_key for row in rows]
-
-
-def level_filter(study: str | None, series: str | None) -> Any:
-    """A WHERE clause restricting to a study and series (either may be None)."""
-    clauses = []
-    if study is not None:
-        clauses.append(StudyRow.study_instance_uid == study)
-    if series is not None:
-        clauses.append(SeriesRow.series_instance_uid == series)
-    return and_(*clauses)

@@ -22,16 +22,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
+import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, or_, select
-from sqlalchemy.orm import InstrumentedAttribute
 
-from oncostruct_shared.db import LazyConnection
 from oncostruct_shared.errors import Invalid, NotAcceptable
 from oncostruct_shared.multipart import parse_accept, type_matches
 from oncostruct_shared.surfaces import warning_header
@@ -39,7 +37,6 @@ from oncostruct_shared.surfaces import warning_header
 from ..config import Settings
 from ..deps import DicomwebDep, DicomwebRoute
 from ..dicom_json import DICOM_JSON, dicom_json_response, element
-from ..models import InstanceRow, PatientRow, SeriesRow, StudyRow
 from ..parsing import keyword_tag, normalize_tm, tag_hex
 from ..uids import require_uid
 
@@ -57,10 +54,10 @@ class MatchingKey:
     keyword: str
     level: Level
     kind: Kind
-    columns: tuple[InstrumentedAttribute[Any], ...]
+    columns: tuple[str, ...]
 
 
-def _key(keyword: str, level: Level, kind: Kind, *columns: InstrumentedAttribute[Any]) -> tuple[int, MatchingKey]:
+def _key(keyword: str, level: Level, kind: Kind, *columns: str) -> tuple[int, MatchingKey]:
     tag = keyword_tag(keyword)
     assert tag is not None, keyword
     return tag, MatchingKey(keyword, level, kind, columns)
@@ -69,45 +66,45 @@ def _key(keyword: str, level: Level, kind: Kind, *columns: InstrumentedAttribute
 # PS3.18 Table 10.6.1-5 (required) plus common optional keys.
 MATCHING_KEYS: dict[int, MatchingKey] = dict(
     [
-        _key("StudyDate", "study", "date", StudyRow.study_date),
-        _key("StudyTime", "study", "time", StudyRow.study_time),
-        _key("AccessionNumber", "study", "string", StudyRow.accession_number),
+        _key("StudyDate", "study", "date", "st.study_date"),
+        _key("StudyTime", "study", "time", "st.study_time"),
+        _key("AccessionNumber", "study", "string", "st.accession_number"),
         _key("ModalitiesInStudy", "study", "modalities"),
         _key(
             "ReferringPhysicianName",
             "study",
             "pn",
-            StudyRow.referring_alphabetic,
-            StudyRow.referring_ideographic,
-            StudyRow.referring_phonetic,
+            "st.referring_alphabetic",
+            "st.referring_ideographic",
+            "st.referring_phonetic",
         ),
         _key(
             "PatientName",
             "study",
             "pn",
-            PatientRow.name_alphabetic,
-            PatientRow.name_ideographic,
-            PatientRow.name_phonetic,
+            "p.name_alphabetic",
+            "p.name_ideographic",
+            "p.name_phonetic",
         ),
-        _key("PatientID", "study", "string", PatientRow.patient_id),
-        _key("IssuerOfPatientID", "study", "string", PatientRow.issuer_of_patient_id),
-        _key("PatientBirthDate", "study", "date", PatientRow.birth_date),
-        _key("PatientSex", "study", "string", PatientRow.sex),
-        _key("StudyInstanceUID", "study", "uid", StudyRow.study_instance_uid),
-        _key("StudyID", "study", "string", StudyRow.study_id),
-        _key("StudyDescription", "study", "string", StudyRow.study_description),
-        _key("Modality", "series", "string", SeriesRow.modality),
-        _key("SeriesInstanceUID", "series", "uid", SeriesRow.series_instance_uid),
-        _key("SeriesNumber", "series", "int", SeriesRow.series_number),
-        _key("SeriesDescription", "series", "string", SeriesRow.series_description),
-        _key("BodyPartExamined", "series", "string", SeriesRow.body_part_examined),
-        _key("PerformedProcedureStepStartDate", "series", "date", SeriesRow.pps_start_date),
-        _key("PerformedProcedureStepStartTime", "series", "time", SeriesRow.pps_start_time),
-        _key("ScheduledProcedureStepID", "series", "sequence", SeriesRow.scheduled_procedure_step_ids),
-        _key("RequestedProcedureID", "series", "sequence", SeriesRow.requested_procedure_ids),
-        _key("SOPClassUID", "instance", "uid", InstanceRow.sop_class_uid),
-        _key("SOPInstanceUID", "instance", "uid", InstanceRow.sop_instance_uid),
-        _key("InstanceNumber", "instance", "int", InstanceRow.instance_number),
+        _key("PatientID", "study", "string", "p.patient_id"),
+        _key("IssuerOfPatientID", "study", "string", "p.issuer_of_patient_id"),
+        _key("PatientBirthDate", "study", "date", "p.birth_date"),
+        _key("PatientSex", "study", "string", "p.sex"),
+        _key("StudyInstanceUID", "study", "uid", "st.study_instance_uid"),
+        _key("StudyID", "study", "string", "st.study_id"),
+        _key("StudyDescription", "study", "string", "st.study_description"),
+        _key("Modality", "series", "string", "se.modality"),
+        _key("SeriesInstanceUID", "series", "uid", "se.series_instance_uid"),
+        _key("SeriesNumber", "series", "int", "se.series_number"),
+        _key("SeriesDescription", "series", "string", "se.series_description"),
+        _key("BodyPartExamined", "series", "string", "se.body_part_examined"),
+        _key("PerformedProcedureStepStartDate", "series", "date", "se.pps_start_date"),
+        _key("PerformedProcedureStepStartTime", "series", "time", "se.pps_start_time"),
+        _key("ScheduledProcedureStepID", "series", "sequence", "se.scheduled_procedure_step_ids"),
+        _key("RequestedProcedureID", "series", "sequence", "se.requested_procedure_ids"),
+        _key("SOPClassUID", "instance", "uid", "i.sop_class_uid"),
+        _key("SOPInstanceUID", "instance", "uid", "i.sop_instance_uid"),
+        _key("InstanceNumber", "instance", "int", "i.instance_number"),
     ]
 )
 _REQUEST_ATTRIBUTES_SEQUENCE = 0x00400275
@@ -175,15 +172,29 @@ _INSTANCE_DEFAULTS = frozenset(
 
 @dataclass
 class SearchRequest:
-    """The parsed query of one QIDO-RS request."""
+    """The parsed query of one QIDO-RS request: WHERE clauses with ``$n`` parameters in ``params``."""
 
-    filters: list[ColumnElement[bool]]
+    filters: list[str]
     warnings: list[str]
     include_all: bool
     include: set[str]
     fuzzy: bool
     limit: int
     offset: int
+    params: list[Any] = field(default_factory=list)
+
+    def bind(self, value: Any) -> str:
+        """A new positional parameter holding ``value``; returns its ``$n``."""
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def where(self, *extra: str) -> str:
+        """The AND of the matching keys' clauses and ``extra`` ones (``TRUE`` if none)."""
+        clauses = [*self.filters, *extra]
+        return " AND ".join(f"({clause})" for clause in clauses) or "TRUE"
+
+
+_ESCAPE = "ESCAPE '\\'"
 
 
 def _like(value: str) -> str:
@@ -211,9 +222,7 @@ def _parse_time(text_value: str, keyword: str) -> str:
     return normalized
 
 
-def _range(
-    column: InstrumentedAttribute[Any], value: str, parse: Callable[[str, str], Any], keyword: str
-) -> ColumnElement[bool]:
+def _range(search: SearchRequest, column: str, value: str, parse: Callable[[str, str], Any], keyword: str) -> str:
     # PS3.4 §C.2.2.2.5: "a-b", "a-" and "-b" are ranges, inclusive.
     if "-" in value:
         low, _, high = value.partition("-")
@@ -221,51 +230,51 @@ def _range(
             raise Invalid(f"{keyword}: a range needs at least one end.")
         clauses = []
         if low:
-            clauses.append(column >= parse(low, keyword))
+            clauses.append(f"{column} >= {search.bind(parse(low, keyword))}")
         if high:
-            clauses.append(column <= parse(high, keyword))
-        return and_(*clauses)
-    equal: ColumnElement[bool] = column == parse(value, keyword)
-    return equal
+            clauses.append(f"{column} <= {search.bind(parse(high, keyword))}")
+        return " AND ".join(clauses)
+    return f"{column} = {search.bind(parse(value, keyword))}"
 
 
-def _pn_group_clause(column: InstrumentedAttribute[Any], value: str, fuzzy: bool) -> ColumnElement[bool]:
-    lowered = func.lower(column)
+def _pn_group_clause(search: SearchRequest, column: str, value: str, fuzzy: bool) -> str:
     if fuzzy:
         # Each component (family^given^middle^prefix^suffix) may start with the query term.
         pattern = _like(value.lower())
-        return or_(lowered.like(f"{pattern}%", escape="\\"), lowered.like(f"%^{pattern}%", escape="\\"))
+        return (
+            f"lower({column}) LIKE {search.bind(pattern + '%')} {_ESCAPE} "
+            f"OR lower({column}) LIKE {search.bind('%^' + pattern + '%')} {_ESCAPE}"
+        )
     if _has_wildcard(value):
-        return lowered.like(_like(value.lower()), escape="\\")
-    return lowered == value.lower()
+        return f"lower({column}) LIKE {search.bind(_like(value.lower()))} {_ESCAPE}"
+    return f"lower({column}) = {search.bind(value.lower())}"
 
 
-def _pn_clause(columns: tuple[InstrumentedAttribute[Any], ...], value: str, fuzzy: bool) -> ColumnElement[bool]:
+def _pn_clause(search: SearchRequest, columns: tuple[str, ...], value: str, fuzzy: bool) -> str:
     if "=" in value:  # group by group: Alphabetic=Ideographic=Phonetic
         groups = [*value.split("="), "", ""][:3]
         clauses = [
-            _pn_group_clause(column, group, fuzzy)
+            _pn_group_clause(search, column, group, fuzzy)
             for column, group in zip(columns, groups, strict=True)
             if group and group != "*"
         ]
-        return and_(*clauses) if clauses else and_(literal(True))
-    return or_(*(_pn_group_clause(column, value, fuzzy) for column in columns))
+        return " AND ".join(f"({clause})" for clause in clauses) or "TRUE"
+    return " OR ".join(f"({_pn_group_clause(search, column, value, fuzzy)})" for column in columns)
 
 
-def _sequence_clause(column: InstrumentedAttribute[Any], value: str) -> ColumnElement[bool]:
+def _sequence_clause(search: SearchRequest, column: str, value: str) -> str:
     if not _has_wildcard(value):
-        return column.any_() == value
-    values = func.unnest(column).table_valued("x").render_derived()
-    return exists(select(literal(1)).select_from(values).where(values.c.x.like(_like(value), escape="\\")))
+        return f"{search.bind(value)} = ANY({column})"
+    return f"EXISTS (SELECT 1 FROM unnest({column}) AS x(v) WHERE x.v LIKE {search.bind(_like(value))} {_ESCAPE})"
 
 
-def _modalities_clause(value: str) -> ColumnElement[bool]:
+def _modalities_clause(search: SearchRequest, value: str) -> str:
     values = [part for part in re.split(r"[,\\]", value) if part]
-    return exists(select(SeriesRow.pk).where(SeriesRow.study_pk == StudyRow.pk, SeriesRow.modality.in_(values)))
+    return f"EXISTS (SELECT 1 FROM series m WHERE m.study_pk = st.pk AND m.modality = ANY({search.bind(values)}))"
 
 
-def match_clause(key: MatchingKey, value: str, fuzzy: bool) -> ColumnElement[bool] | None:
-    """The WHERE clause for one matching key (None: universal match)."""
+def match_clause(search: SearchRequest, key: MatchingKey, value: str) -> str | None:
+    """The WHERE clause for one matching key, its values bound in ``search`` (None: universal match)."""
     if value == "" or value == "*":
         return None
     keyword = key.keyword
@@ -273,27 +282,31 @@ def match_clause(key: MatchingKey, value: str, fuzzy: bool) -> ColumnElement[boo
         uids = [uid for uid in re.split(r"[,\\]", value) if uid]
         for uid in uids:
             require_uid(uid, keyword)
-        return key.columns[0].in_(uids)
+        return f"{key.columns[0]} = ANY({search.bind(uids)})"
     if key.kind == "date":
-        return _range(key.columns[0], value, _parse_date, keyword)
+        return _range(search, key.columns[0], value, _parse_date, keyword)
     if key.kind == "time":
-        return _range(key.columns[0], value, _parse_time, keyword)
+        return _range(search, key.columns[0], value, _parse_time, keyword)
     if key.kind == "int":
         if not re.fullmatch(r"-?\d{1,10}", value):
             raise Invalid(f"{keyword}: {value!r} is not an integer (IS, PS3.5 §6.2).")
-        return key.columns[0] == int(value)
+        number = int(value)
+        if not -(2**31) <= number < 2**31:
+            raise Invalid(f"{keyword}: {value!r} is out of range for an integer string (IS).")
+        return f"{key.columns[0]} = {search.bind(number)}"
     if key.kind == "pn":
-        return _pn_clause(key.columns, value, fuzzy)
+        return _pn_clause(search, key.columns, value, search.fuzzy)
     if key.kind == "modalities":
-        return _modalities_clause(value)
+        return _modalities_clause(search, value)
     if key.kind == "sequence":
-        return _sequence_clause(key.columns[0], value)
+        return _sequence_clause(search, key.columns[0], value)
     column = key.columns[0]
     if "\\" in value and not _has_wildcard(value):  # a list of values (e.g. Modality=CT\MR)
-        return column.in_(value.split("\\"))
+        values = value.split("\\")
+        return f"{column} = ANY({search.bind(values)})"
     if _has_wildcard(value):
-        return column.like(_like(value), escape="\\")
-    return column == value
+        return f"{column} LIKE {search.bind(_like(value))} {_ESCAPE}"
+    return f"{column} = {search.bind(value)}"
 
 
 def _resolve_key(name: str) -> int | None:
@@ -321,8 +334,7 @@ def parse_search(request: Request, settings: Settings, level: Level) -> SearchRe
     fuzzy_text = request.query_params.get("fuzzymatching", "false").lower()
     if fuzzy_text not in ("true", "false"):
         raise Invalid(f"fuzzymatching must be true or false, not {fuzzy_text!r}.")
-    fuzzy = fuzzy_text == "true"
-    filters: list[ColumnElement[bool]] = []
+    search = SearchRequest([], [], False, set(), fuzzy_text == "true", 0, 0)
     unsupported: list[str] = []
     include: set[str] = set()
     include_all = False
@@ -345,9 +357,9 @@ def parse_search(request: Request, settings: Settings, level: Level) -> SearchRe
         if key is None or _LEVEL_ORDER[key.level] > _LEVEL_ORDER[level]:
             unsupported.append(name)
             continue
-        clause = match_clause(key, value, fuzzy)
+        clause = match_clause(search, key, value)
         if clause is not None:
-            filters.append(clause)
+            search.filters.append(clause)
     warnings: list[str] = []
     if unsupported:
         warnings.append(f"The following matching keys are not supported and were ignored: {', '.join(unsupported)}")
@@ -356,7 +368,9 @@ def parse_search(request: Request, settings: Settings, level: Level) -> SearchRe
     if limit > settings.qido_max_limit:
         warnings.append(f"limit was reduced to {settings.qido_max_limit}")
         limit = settings.qido_max_limit
-    return SearchRequest(filters, warnings, include_all, include, fuzzy, limit, offset)
+    search.warnings, search.include_all, search.include = warnings, include_all, include
+    search.limit, search.offset = limit, offset
+    return search
 
 
 def _accepts_dicom_json(request: Request) -> None:
@@ -383,33 +397,41 @@ def _response(results: list[dict[str, Any]], search: SearchRequest, more: bool) 
     return dicom_json_response([dict(sorted(result.items())) for result in results], headers=headers)
 
 
-async def _study_counts(session: LazyConnection, study_pks: list[int]) -> dict[int, tuple[int, int, list[str]]]:
+#: A pooled connection or the pool (both run one statement with ``fetch``).
+Fetcher = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
+
+#: Series and instance counts and modalities of a study (a LATERAL subquery on ``{study_pk}``).
+_STUDY_COUNTS = (
+    "SELECT count(DISTINCT cs.pk) AS series_count, count(ci.pk) AS instance_count, "
+    "array_agg(DISTINCT cs.modality) AS modalities "
+    "FROM series cs JOIN instance ci ON ci.series_pk = cs.pk WHERE cs.study_pk = {study_pk}"
+)
+
+
+async def _study_counts(connection: Fetcher, study_pks: list[int]) -> dict[int, tuple[int, int, list[str]]]:
     if not study_pks:
         return {}
-    query = (
-        select(
-            SeriesRow.study_pk,
-            func.count(func.distinct(SeriesRow.pk)),
-            func.count(InstanceRow.pk),
-            func.array_agg(func.distinct(SeriesRow.modality)),
-        )
-        .join(InstanceRow, InstanceRow.series_pk == SeriesRow.pk)
-        .where(SeriesRow.study_pk.in_(study_pks))
-        .group_by(SeriesRow.study_pk)
+    rows = await connection.fetch(
+        "SELECT u.pk, c.series_count, c.instance_count, c.modalities FROM unnest($1::bigint[]) AS u(pk) "
+        f"CROSS JOIN LATERAL ({_STUDY_COUNTS.format(study_pk='u.pk')}) c",
+        study_pks,
     )
-    rows = (await session.execute(query)).all()
-    return {row[0]: (row[1], row[2], sorted(m for m in row[3] if m)) for row in rows}
+    return {row[0]: _counts(row[1], row[2], row[3]) for row in rows}
 
 
-async def _series_counts(session: LazyConnection, series_pks: list[int]) -> dict[int, int]:
+def _counts(
+    series: int | None, instances: int | None, modalities: list[str | None] | None
+) -> tuple[int, int, list[str]]:
+    return series or 0, instances or 0, sorted(m for m in modalities or [] if m)
+
+
+async def _series_counts(connection: Fetcher, series_pks: list[int]) -> dict[int, int]:
     if not series_pks:
         return {}
-    query = (
-        select(InstanceRow.series_pk, func.count(InstanceRow.pk))
-        .where(InstanceRow.series_pk.in_(series_pks))
-        .group_by(InstanceRow.series_pk)
+    rows = await connection.fetch(
+        "SELECT series_pk, count(*) FROM instance WHERE series_pk = ANY($1::bigint[]) GROUP BY series_pk", series_pks
     )
-    return {row[0]: row[1] for row in (await session.execute(query)).all()}
+    return {row[0]: row[1] for row in rows}
 
 
 def _study_result(
@@ -434,81 +456,66 @@ def _study_result(
     return result
 
 
-def _paged(query: Select[Any], search: SearchRequest) -> Select[Any]:
-    for clause in search.filters:
-        query = query.where(clause)
-    return query.offset(search.offset).limit(search.limit + 1)
+def _page(search: SearchRequest) -> str:
+    return f"OFFSET {search.bind(search.offset)} LIMIT {search.bind(search.limit + 1)}"
 
 
-async def _search_studies(request: Request, session: LazyConnection, settings: Settings) -> Response:
+async def _search_studies(request: Request, pool: asyncpg.Pool, settings: Settings) -> Response:
     _accepts_dicom_json(request)
     search = parse_search(request, settings, "study")
-    query = (
-        select(StudyRow.pk, StudyRow.study_instance_uid, StudyRow.attributes)
-        .join(PatientRow, StudyRow.patient_pk == PatientRow.pk)
-        .order_by(
-            StudyRow.study_date.desc().nulls_last(),
-            StudyRow.study_time.desc().nulls_last(),
-            StudyRow.study_instance_uid,
-        )
+    order = "{t}.study_date DESC NULLS LAST, {t}.study_time DESC NULLS LAST, {t}.study_instance_uid"
+    # The page first, then the counts of its studies only (LATERAL on the page).
+    sql = (
+        "SELECT s.pk, s.study_instance_uid, s.attributes, c.series_count, c.instance_count, c.modalities FROM ("
+        "SELECT st.pk, st.study_instance_uid, st.attributes, st.study_date, st.study_time "
+        f"FROM study st JOIN patient p ON st.patient_pk = p.pk WHERE {search.where()} "
+        f"ORDER BY {order.format(t='st')} {_page(search)}) s "
+        f"LEFT JOIN LATERAL ({_STUDY_COUNTS.format(study_pk='s.pk')}) c ON TRUE ORDER BY {order.format(t='s')}"
     )
-    rows = (await session.execute(_paged(query, search))).all()
+    rows = await pool.fetch(sql, *search.params)
     more = len(rows) > search.limit
-    rows = rows[: search.limit]
-    counts = await _study_counts(session, [row.pk for row in rows])
     results = [
-        _study_result(row.attributes, row.study_instance_uid, counts.get(row.pk), search, settings.base_url)
-        for row in rows
+        _study_result(row[2], row[1], _counts(row[3], row[4], row[5]), search, settings.base_url)
+        for row in rows[: search.limit]
     ]
     return _response(results, search, more)
 
 
-async def _search_series(request: Request, session: LazyConnection, settings: Settings, study: str | None) -> Response:
+async def _search_series(request: Request, pool: asyncpg.Pool, settings: Settings, study: str | None) -> Response:
     _accepts_dicom_json(request)
     search = parse_search(request, settings, "series")
-    query = (
-        select(
-            SeriesRow.pk,
-            SeriesRow.series_instance_uid,
-            SeriesRow.attributes,
-            StudyRow.pk.label("study_pk"),
-            StudyRow.study_instance_uid,
-            StudyRow.attributes.label("study_attributes"),
-        )
-        .join(StudyRow, SeriesRow.study_pk == StudyRow.pk)
-        .join(PatientRow, StudyRow.patient_pk == PatientRow.pk)
-        .order_by(StudyRow.study_instance_uid, SeriesRow.series_number.nulls_last(), SeriesRow.pk)
+    extra = [f"st.study_instance_uid = {search.bind(study)}"] if study is not None else []
+    order = "{t}study_instance_uid, {t}series_number NULLS LAST, {t}pk"
+    sql = (
+        "SELECT x.pk, x.series_instance_uid, x.attributes, x.study_pk, x.study_instance_uid, x.study_attributes, "
+        "(SELECT count(*) FROM instance ci WHERE ci.series_pk = x.pk) FROM ("
+        "SELECT se.pk, se.series_instance_uid, se.attributes, se.series_number, st.pk AS study_pk, "
+        "st.study_instance_uid, st.attributes AS study_attributes FROM series se "
+        "JOIN study st ON se.study_pk = st.pk JOIN patient p ON st.patient_pk = p.pk "
+        f"WHERE {search.where(*extra)} "
+        f"ORDER BY st.study_instance_uid, se.series_number NULLS LAST, se.pk {_page(search)}) x "
+        f"ORDER BY {order.format(t='x.')}"
     )
-    if study is not None:
-        query = query.where(StudyRow.study_instance_uid == study)
-    rows = (await session.execute(_paged(query, search))).all()
-    more = len(rows) > search.limit
-    rows = rows[: search.limit]
-    counts = await _series_counts(session, [row.pk for row in rows])
-    study_counts = await _study_counts(session, list({row.study_pk for row in rows})) if study is None else {}
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(sql, *search.params)
+        more = len(rows) > search.limit
+        rows = rows[: search.limit]
+        study_counts = await _study_counts(connection, list({row[3] for row in rows})) if study is None else {}
     results = []
-    for row in rows:
+    for _pk, series_uid, attributes, study_pk, study_uid, study_attributes, instance_count in rows:
         result: dict[str, Any] = {}
         if study is None:  # PS3.18 §10.6.3.3.2: study attributes too when not under a study
             result.update(
-                _study_result(
-                    row.study_attributes,
-                    row.study_instance_uid,
-                    study_counts.get(row.study_pk),
-                    search,
-                    settings.base_url,
-                )
+                _study_result(study_attributes, study_uid, study_counts.get(study_pk), search, settings.base_url)
             )
             result.pop("00081190", None)
-        result.update(_pick(row.attributes, _SERIES_DEFAULTS | search.include, search.include_all))
+        result.update(_pick(attributes, _SERIES_DEFAULTS | search.include, search.include_all))
         result.update(
             {
-                "0020000D": element("UI", row.study_instance_uid),
-                "0020000E": element("UI", row.series_instance_uid),
-                "00081190": element(
-                    "UR", f"{settings.base_url}/studies/{row.study_instance_uid}/series/{row.series_instance_uid}"
-                ),
-                "00201209": element("IS", counts.get(row.pk, 0)),
+                "0020000D": element("UI", study_uid),
+                "0020000E": element("UI", series_uid),
+                "00081190": element("UR", f"{settings.base_url}/studies/{study_uid}/series/{series_uid}"),
+                "00201209": element("IS", instance_count),
             }
         )
         results.append(result)
@@ -516,87 +523,63 @@ async def _search_series(request: Request, session: LazyConnection, settings: Se
 
 
 async def _search_instances(
-    request: Request, session: LazyConnection, settings: Settings, study: str | None, series: str | None
+    request: Request, pool: asyncpg.Pool, settings: Settings, study: str | None, series: str | None
 ) -> Response:
     _accepts_dicom_json(request)
     search = parse_search(request, settings, "instance")
     needs_metadata = search.include_all or bool(
         search.include - _INSTANCE_DEFAULTS - _STUDY_DEFAULTS - _SERIES_DEFAULTS
     )
-    columns: list[Any] = [
-        InstanceRow.sop_instance_uid,
-        InstanceRow.sop_class_uid,
-        InstanceRow.instance_number,
-        InstanceRow.rows,
-        InstanceRow.columns,
-        InstanceRow.bits_allocated,
-        InstanceRow.number_of_frames,
-        SeriesRow.pk.label("series_pk"),
-        SeriesRow.series_instance_uid,
-        SeriesRow.attributes.label("series_attributes"),
-        StudyRow.pk.label("study_pk"),
-        StudyRow.study_instance_uid,
-        StudyRow.attributes.label("study_attributes"),
-        InstanceRow.metadata_json if needs_metadata else literal(None).label("metadata"),
-    ]
-    query = (
-        select(*columns)
-        .join(SeriesRow, InstanceRow.series_pk == SeriesRow.pk)
-        .join(StudyRow, SeriesRow.study_pk == StudyRow.pk)
-        .join(PatientRow, StudyRow.patient_pk == PatientRow.pk)
-        .order_by(
-            StudyRow.study_instance_uid,
-            SeriesRow.series_number.nulls_last(),
-            SeriesRow.pk,
-            InstanceRow.instance_number.nulls_last(),
-            InstanceRow.sop_instance_uid,
-        )
-    )
+    extra = []
     if study is not None:
-        query = query.where(StudyRow.study_instance_uid == study)
+        extra.append(f"st.study_instance_uid = {search.bind(study)}")
     if series is not None:
-        query = query.where(SeriesRow.series_instance_uid == series)
-    rows = (await session.execute(_paged(query, search))).all()
-    more = len(rows) > search.limit
-    rows = rows[: search.limit]
-    study_counts = await _study_counts(session, list({row.study_pk for row in rows})) if study is None else {}
-    series_counts = await _series_counts(session, list({row.series_pk for row in rows})) if series is None else {}
+        extra.append(f"se.series_instance_uid = {search.bind(series)}")
+    sql = (
+        "SELECT i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.rows, i.columns, i.bits_allocated, "
+        "i.number_of_frames, se.pk, se.series_instance_uid, se.attributes, st.pk, st.study_instance_uid, "
+        f"st.attributes, {'i.metadata' if needs_metadata else 'NULL::text'} FROM instance i "
+        "JOIN series se ON i.series_pk = se.pk JOIN study st ON se.study_pk = st.pk "
+        f"JOIN patient p ON st.patient_pk = p.pk WHERE {search.where(*extra)} "
+        "ORDER BY st.study_instance_uid, se.series_number NULLS LAST, se.pk, i.instance_number NULLS LAST, "
+        f"i.sop_instance_uid {_page(search)}"
+    )
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(sql, *search.params)
+        more = len(rows) > search.limit
+        rows = rows[: search.limit]
+        study_counts = await _study_counts(connection, list({row[10] for row in rows})) if study is None else {}
+        series_counts = await _series_counts(connection, list({row[7] for row in rows})) if series is None else {}
     base = settings.base_url
     results = []
     for row in rows:
+        (sop_uid, sop_class, number, n_rows, n_columns, bits, frames) = row[:7]
+        series_pk, series_uid, series_attributes, study_pk, study_uid, study_attributes, metadata_text = row[7:]
         result: dict[str, Any] = {}
         if study is None:
-            result.update(
-                _study_result(
-                    row.study_attributes, row.study_instance_uid, study_counts.get(row.study_pk), search, base
-                )
-            )
+            result.update(_study_result(study_attributes, study_uid, study_counts.get(study_pk), search, base))
         if series is None:
-            result.update(_pick(row.series_attributes, _SERIES_DEFAULTS | search.include, search.include_all))
-            result["00201209"] = element("IS", series_counts.get(row.series_pk, 0))
+            result.update(_pick(series_attributes, _SERIES_DEFAULTS | search.include, search.include_all))
+            result["00201209"] = element("IS", series_counts.get(series_pk, 0))
         else:
-            result.update(_pick(row.series_attributes, search.include, False))
-        result.update(_pick(row.study_attributes, search.include, False))
-        metadata_text = row[-1]
+            result.update(_pick(series_attributes, search.include, False))
+        result.update(_pick(study_attributes, search.include, False))
         if metadata_text is not None:
             metadata = json.loads(metadata_text.replace('"BulkDataURI":"', f'"BulkDataURI":"{base}'))
             result.update(_pick(metadata, search.include, search.include_all))
-        instance_url = (
-            f"{base}/studies/{row.study_instance_uid}/series/{row.series_instance_uid}/instances/{row.sop_instance_uid}"
-        )
         result.update(
             {
-                "00080016": element("UI", row.sop_class_uid),
-                "00080018": element("UI", row.sop_instance_uid),
+                "00080016": element("UI", sop_class),
+                "00080018": element("UI", sop_uid),
                 "00080056": element("CS", "ONLINE"),
-                "00081190": element("UR", instance_url),
-                "0020000D": element("UI", row.study_instance_uid),
-                "0020000E": element("UI", row.series_instance_uid),
-                "00200013": element("IS", row.instance_number),
-                "00280008": element("IS", row.number_of_frames),
-                "00280010": element("US", row.rows),
-                "00280011": element("US", row.columns),
-                "00280100": element("US", row.bits_allocated),
+                "00081190": element("UR", f"{base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"),
+                "0020000D": element("UI", study_uid),
+                "0020000E": element("UI", series_uid),
+                "00200013": element("IS", number),
+                "00280008": element("IS", frames),
+                "00280010": element("US", n_rows),
+                "00280011": element("US", n_columns),
+                "00280100": element("US", bits),
             }
         )
         results.append({key: value for key, value in result.items() if value != {"vr": "US"}})
@@ -610,31 +593,33 @@ def _path_uid(value: str, what: str) -> str:
 @router.get("/studies", response_class=Response)
 async def search_for_studies(request: Request, ctx: DicomwebDep) -> Response:
     """Search for studies (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_studies(request, ctx.connection, ctx.settings)
+    return await _search_studies(request, await ctx.pool(), ctx.settings)
 
 
 @router.get("/series", response_class=Response)
 async def search_for_series(request: Request, ctx: DicomwebDep) -> Response:
     """Search for series in all studies (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_series(request, ctx.connection, ctx.settings, None)
+    return await _search_series(request, await ctx.pool(), ctx.settings, None)
 
 
 @router.get("/studies/{study}/series", response_class=Response)
 async def search_for_series_in_study(request: Request, study: str, ctx: DicomwebDep) -> Response:
     """Search for series of one study (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_series(request, ctx.connection, ctx.settings, _path_uid(study, "Study Instance UID"))
+    return await _search_series(request, await ctx.pool(), ctx.settings, _path_uid(study, "Study Instance UID"))
 
 
 @router.get("/instances", response_class=Response)
 async def search_for_instances(request: Request, ctx: DicomwebDep) -> Response:
     """Search for instances in all studies (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_instances(request, ctx.connection, ctx.settings, None, None)
+    return await _search_instances(request, await ctx.pool(), ctx.settings, None, None)
 
 
 @router.get("/studies/{study}/instances", response_class=Response)
 async def search_for_instances_in_study(request: Request, study: str, ctx: DicomwebDep) -> Response:
     """Search for instances of one study (QIDO-RS, PS3.18 §10.6)."""
-    return await _search_instances(request, ctx.connection, ctx.settings, _path_uid(study, "Study Instance UID"), None)
+    return await _search_instances(
+        request, await ctx.pool(), ctx.settings, _path_uid(study, "Study Instance UID"), None
+    )
 
 
 @router.get("/studies/{study}/series/{series}/instances", response_class=Response)
@@ -642,7 +627,7 @@ async def search_for_instances_in_series(request: Request, study: str, series: s
     """Search for instances of one series (QIDO-RS, PS3.18 §10.6)."""
     return await _search_instances(
         request,
-        ctx.connection,
+        await ctx.pool(),
         ctx.settings,
         _path_uid(study, "Study Instance UID"),
         _path_uid(series, "Series Instance UID"),
