@@ -456,6 +456,12 @@ def _study_result(
     return result
 
 
+async def _fetch_page(connection: Fetcher, sql: str, search: SearchRequest) -> tuple[list[asyncpg.Record], bool]:
+    """The page's rows, and whether more matched (the statement asks for one row more than the limit)."""
+    rows = await connection.fetch(sql, *search.params)
+    return rows[: search.limit], len(rows) > search.limit
+
+
 def _page(search: SearchRequest) -> str:
     return f"OFFSET {search.bind(search.offset)} LIMIT {search.bind(search.limit + 1)}"
 
@@ -472,11 +478,9 @@ async def _search_studies(request: Request, pool: asyncpg.Pool, settings: Settin
         f"ORDER BY {order.format(t='st')} {_page(search)}) s "
         f"LEFT JOIN LATERAL ({_STUDY_COUNTS.format(study_pk='s.pk')}) c ON TRUE ORDER BY {order.format(t='s')}"
     )
-    rows = await pool.fetch(sql, *search.params)
-    more = len(rows) > search.limit
+    rows, more = await _fetch_page(pool, sql, search)
     results = [
-        _study_result(row[2], row[1], _counts(row[3], row[4], row[5]), search, settings.base_url)
-        for row in rows[: search.limit]
+        _study_result(row[2], row[1], _counts(row[3], row[4], row[5]), search, settings.base_url) for row in rows
     ]
     return _response(results, search, more)
 
@@ -497,9 +501,7 @@ async def _search_series(request: Request, pool: asyncpg.Pool, settings: Setting
         f"ORDER BY {order.format(t='x.')}"
     )
     async with pool.acquire() as connection:
-        rows = await connection.fetch(sql, *search.params)
-        more = len(rows) > search.limit
-        rows = rows[: search.limit]
+        rows, more = await _fetch_page(connection, sql, search)
         study_counts = await _study_counts(connection, list({row[3] for row in rows})) if study is None else {}
     results = []
     for _pk, series_uid, attributes, study_pk, study_uid, study_attributes, instance_count in rows:
@@ -545,9 +547,7 @@ async def _search_instances(
         f"i.sop_instance_uid {_page(search)}"
     )
     async with pool.acquire() as connection:
-        rows = await connection.fetch(sql, *search.params)
-        more = len(rows) > search.limit
-        rows = rows[: search.limit]
+        rows, more = await _fetch_page(connection, sql, search)
         study_counts = await _study_counts(connection, list({row[10] for row in rows})) if study is None else {}
         series_counts = await _series_counts(connection, list({row[7] for row in rows})) if series is None else {}
     base = settings.base_url
