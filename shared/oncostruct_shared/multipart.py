@@ -261,6 +261,10 @@ async def spool_multipart(
 # --- responses ----------------------------------------------------------------
 
 
+#: A streamed multipart body is written in pieces of at least this size (except the last).
+_COALESCE_BYTES = 256 * 1024
+
+
 def new_boundary() -> str:
     """A random boundary, fresh for each response."""
     return f"oncostruct-{secrets.token_hex(16)}"
@@ -269,18 +273,24 @@ def new_boundary() -> str:
 async def multipart_body(parts: AsyncIterable[tuple[str, AsyncIterable[bytes]]], boundary: str) -> AsyncIterator[bytes]:
     """The bytes of a multipart/related body from ``(content type, chunks)`` pairs.
 
-    A part's delimiter and headers travel with its first chunk and its closing CRLF with the
-    next part's, so a small part is one write to the socket.
+    Delimiters, headers and small parts are gathered into writes of at least 256 KiB (a
+    series of small instances is then a few writes, not one per part); large chunks go as
+    they come.
     """
     separator = f"--{boundary}\r\n".encode("latin-1")
-    pending = b""
+    pending: list[bytes] = []
+    size = 0
     async for content_type, chunks in parts:
-        pending += separator + f"Content-Type: {content_type}\r\n\r\n".encode("latin-1")
+        pending.append(separator + f"Content-Type: {content_type}\r\n\r\n".encode("latin-1"))
         async for chunk in chunks:
-            yield pending + chunk
-            pending = b""
-        pending += b"\r\n"
-    yield pending + f"--{boundary}--\r\n".encode("latin-1")
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= _COALESCE_BYTES:  # small parts travel together: fewer writes to the socket
+                yield b"".join(pending)
+                pending, size = [], 0
+        pending.append(b"\r\n")
+    pending.append(f"--{boundary}--\r\n".encode("latin-1"))
+    yield b"".join(pending)
 
 
 def multipart_response(

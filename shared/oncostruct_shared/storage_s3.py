@@ -108,6 +108,14 @@ class S3ObjectStore:
         data: bytes = await asyncio.to_thread(response["Body"].read)
         return data
 
+    async def _read_whole(self, key: str) -> bytes:
+        response = await self._call("read", key, "get_object", Bucket=self.bucket, Key=self._key(key))
+        data: bytes = await asyncio.to_thread(response["Body"].read)
+        return data
+
+    async def read_objects(self, keys: list[str]) -> list[bytes]:
+        return list(await asyncio.gather(*(self._read_whole(key) for key in keys)))
+
     async def iter_chunks(self, key: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> AsyncIterator[bytes]:
         response = await self._call("read", key, "get_object", Bucket=self.bucket, Key=self._key(key))
         body = response["Body"]

@@ -30,6 +30,14 @@ async def test_put_bytes_then_read_ranges_and_chunks(store: FilesystemObjectStor
     assert len(chunks) == 11
 
 
+async def test_read_objects_reads_several_whole_objects_in_order(store: FilesystemObjectStore) -> None:
+    for name, data in (("b.bin", b"bee"), ("a.bin", b"a" * 5000), ("c/d.bin", b"")):
+        await store.put_bytes(name, data)
+    assert await store.read_objects(["c/d.bin", "a.bin", "b.bin"]) == [b"", b"a" * 5000, b"bee"]
+    with pytest.raises(NotFound, match="missing.bin"):
+        await store.read_objects(["a.bin", "missing.bin"])
+
+
 async def test_put_file_consumes_the_spooled_file_and_leaves_no_temporaries(
     store: FilesystemObjectStore, tmp_path: Path
 ) -> None:

@@ -244,7 +244,47 @@ def _transcode(data: bytes, target: str) -> bytes:
     return out.getvalue()
 
 
+#: Instances up to this size are read whole, several per store call (up to the batch size in all).
+_SMALL_INSTANCE_BYTES = 1024 * 1024
+_READ_BATCH_BYTES = 4 * 1024 * 1024
+
+
+def _read_batches(items: list[InstanceFile]) -> list[list[InstanceFile]]:
+    """Consecutive small instances grouped up to the batch size; a large one alone (streamed)."""
+    batches: list[list[InstanceFile]] = []
+    size = 0
+    for item in items:
+        small = item.size <= _SMALL_INSTANCE_BYTES
+        if (
+            small
+            and batches
+            and size + item.size <= _READ_BATCH_BYTES
+            and batches[-1][-1].size <= _SMALL_INSTANCE_BYTES
+        ):
+            batches[-1].append(item)
+            size += item.size
+        else:
+            batches.append([item])
+            size = item.size
+    return batches
+
+
 async def _instance_parts(
+    store: Any, items: list[InstanceFile], syntax: str
+) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
+    for batch in _read_batches(items):
+        if (syntax == "*" or all(item.transfer_syntax_uid == syntax for item in batch)) and (
+            len(batch) > 1 or batch[0].size <= _SMALL_INSTANCE_BYTES
+        ):
+            contents = await store.read_objects([item.storage_key for item in batch])
+            for item, data in zip(batch, contents, strict=True):
+                yield f"{DICOM}; transfer-syntax={item.transfer_syntax_uid}", _once(data)
+        else:
+            async for part in _instance_parts_one_by_one(store, batch, syntax):
+                yield part
+
+
+async def _instance_parts_one_by_one(
     store: Any, items: list[InstanceFile], syntax: str
 ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
     for item in items:
