@@ -22,9 +22,10 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
+from . import fastjson
 from .uids import is_valid_uid
 
 # Failure Reason (0008,1197) values, PS3.18 Table I.2-2 and PS3.7 Annex C.
@@ -199,6 +200,34 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+class _Attributes:
+    """First values of top-level attributes, from the computed DICOM JSON where it has them (no second
+    conversion by pydicom), else from the data set."""
+
+    def __init__(self, ds: Dataset, metadata: dict[str, Any] | None = None) -> None:
+        self.ds = ds
+        self.metadata = metadata
+
+    def text(self, keyword: str) -> str | None:
+        if self.metadata is None:
+            return _text(self.ds, keyword)
+        tag = keyword_tag(keyword)
+        entry = self.metadata.get(tag_hex(tag)) if tag is not None else None
+        if entry is None:
+            return None
+        value = (entry.get("Value") or [None])[0]
+        if value is None or value == "" or isinstance(value, dict):
+            return None
+        return str(value).strip() or None
+
+    def int(self, keyword: str) -> int | None:
+        text = self.text(keyword)
+        try:
+            return int(float(text)) if text is not None else None
+        except ValueError:
+            return None
+
+
 def person_name_groups(ds: Dataset, keyword: str) -> PersonNameGroups:
     """The decoded component groups of a PN attribute (character set applied)."""
     if keyword not in ds:
@@ -240,19 +269,38 @@ def _element_json(element: DataElement, path: str, base_path: str, threshold: in
     return result
 
 
-def dataset_json(ds: Dataset, prefix: str, base_path: str, threshold: int) -> dict[str, Any]:
+def dataset_json(
+    ds: Dataset, prefix: str, base_path: str, threshold: int, fast: bool = False, codec: str | None = None
+) -> dict[str, Any]:
     """The DICOM JSON object of ``ds`` (PS3.18 §F.2); large binary values become BulkDataURIs.
 
     ``base_path`` is relative to the service's base URL (``/studies/…/instances/…``);
-    responses put the base URL in front.
+    responses put the base URL in front. With ``fast`` (an explicit VR little endian data set
+    whose text decodes with ``codec``), simple elements are converted from their raw bytes
+    (:mod:`.fastjson`) and only the others through pydicom.
     """
     result: dict[str, Any] = {}
-    for element in ds:
-        tag = int(element.tag)
-        if tag >> 16 == 0x0002 or tag & 0xFFFF == 0:  # file meta and group lengths are not metadata
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would convert every element
+        number = int(tag)
+        if number >> 16 == 0x0002 or number & 0xFFFF == 0:  # file meta and group lengths are not metadata
             continue
-        key = tag_hex(tag)
-        result[key] = _element_json(element, f"{prefix}{key}", base_path, threshold)
+        key = tag_hex(number)
+        if fast:
+            raw = ds.get_item(tag)
+            if isinstance(raw, RawDataElement):
+                converted = fastjson.element_json(raw.VR, raw.value, codec)
+                if converted is not None:
+                    result[key] = converted
+                    continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            items = [
+                dataset_json(item, f"{prefix}{key}/{index}/", base_path, threshold, fast, codec)
+                for index, item in enumerate(element.value or [])
+            ]
+            result[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+        else:
+            result[key] = _element_json(element, f"{prefix}{key}", base_path, threshold)
     return result
 
 
@@ -272,16 +320,18 @@ def _read_exact(handle: BinaryIO, size: int) -> bytes:
     return data
 
 
-def _native_frame_bytes(ds: Dataset, bits: int) -> int | None:
-    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
-    samples = _int(ds, "SamplesPerPixel") or 1
+def _native_frame_bytes(ds: _Attributes, bits: int) -> int | None:
+    rows, columns = ds.int("Rows"), ds.int("Columns")
+    samples = ds.int("SamplesPerPixel") or 1
     if not rows or not columns:
         return None
-    total_bits = rows * columns * samples * (bits or (_int(ds, "BitsAllocated") or 0))
+    total_bits = rows * columns * samples * (bits or (ds.int("BitsAllocated") or 0))
     return total_bits // 8 if total_bits % 8 == 0 and total_bits > 0 else None
 
 
-def _pixel_layout(handle: BinaryIO, ds: Dataset, little: bool, implicit: bool, file_size: int) -> _PixelLayout | None:
+def _pixel_layout(
+    handle: BinaryIO, ds: _Attributes, little: bool, implicit: bool, file_size: int
+) -> _PixelLayout | None:
     header = handle.read(8)
     if len(header) < 8:
         return None
@@ -300,7 +350,7 @@ def _pixel_layout(handle: BinaryIO, ds: Dataset, little: bool, implicit: bool, f
         else:
             (length,) = struct.unpack(f"{endian}H", header[6:8])
     value_offset = handle.tell()
-    frame_count = _int(ds, "NumberOfFrames") or 1
+    frame_count = ds.int("NumberOfFrames") or 1
     if length != _UNDEFINED:
         if value_offset + length > file_size:
             raise InstanceRejected(CANNOT_UNDERSTAND, "The file is truncated inside its pixel data.")
@@ -327,7 +377,7 @@ def _pixel_layout(handle: BinaryIO, ds: Dataset, little: bool, implicit: bool, f
     if not items:
         raise InstanceRejected(CANNOT_UNDERSTAND, "The encapsulated pixel data has no Basic Offset Table item.")
     bot, fragments = items[0], items[1:]
-    frames = _encapsulated_frames(handle, ds, bot, fragments, frame_count, endian)
+    frames = _encapsulated_frames(handle, ds.ds, bot, fragments, frame_count, endian)
     return _PixelLayout(tag, vr, frames, value_offset, total)
 
 
@@ -465,12 +515,30 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
                 sop_class,
                 sop_instance,
             )
+        base_path = f"/studies/{study_uid}/series/{series_uid}/instances/{sop_instance}"
+        explicit_little = transfer_syntax in (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian) or (
+            pydicom.uid.UID(transfer_syntax).is_transfer_syntax
+            and pydicom.uid.UID(transfer_syntax).is_little_endian
+            and not pydicom.uid.UID(transfer_syntax).is_implicit_VR
+        )
+        charset = ds.get_item(0x00080005)
+        codec = fastjson.charset_codec(charset.value if charset is not None else None)
+        try:
+            metadata = dataset_json(ds, "", base_path, bulkdata_threshold, explicit_little, codec)
+        except Exception as exc:
+            raise InstanceRejected(
+                CANNOT_UNDERSTAND,
+                f"An attribute value cannot be decoded ({type(exc).__name__}).",
+                sop_class,
+                sop_instance,
+            ) from exc
+        attributes = _Attributes(ds, metadata)
         layout: _PixelLayout | None = None
         if transfer_syntax != DeflatedExplicitVRLittleEndian:
             raw_ts = pydicom.uid.UID(transfer_syntax)
             little = raw_ts.is_little_endian if raw_ts.is_transfer_syntax else True
             implicit = raw_ts.is_implicit_VR if raw_ts.is_transfer_syntax else False
-            layout = _pixel_layout(handle, ds, little, implicit, file_size)
+            layout = _pixel_layout(handle, attributes, little, implicit, file_size)
         bulk_offsets: dict[str, list[int]] = {}
         # Offsets in a deflated file point into the inflated stream: not usable for ranged reads.
         indexed = [] if transfer_syntax == DeflatedExplicitVRLittleEndian else list(ds.keys())
@@ -484,13 +552,6 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
                 and raw.length > bulkdata_threshold
             ):
                 bulk_offsets[tag_hex(int(tag))] = [raw.value_tell, raw.length]
-    base_path = f"/studies/{study_uid}/series/{series_uid}/instances/{sop_instance}"
-    try:
-        metadata = dataset_json(ds, "", base_path, bulkdata_threshold)
-    except Exception as exc:
-        raise InstanceRejected(
-            CANNOT_UNDERSTAND, f"An attribute value cannot be decoded ({type(exc).__name__}).", sop_class, sop_instance
-        ) from exc
     frames = None
     if layout is not None:
         key = tag_hex(layout.tag)
@@ -510,31 +571,31 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
         series_instance_uid=series_uid,
         transfer_syntax_uid=transfer_syntax,
         patient={
-            "patient_id": _text(ds, "PatientID") or "",
-            "issuer_of_patient_id": _text(ds, "IssuerOfPatientID") or "",
+            "patient_id": attributes.text("PatientID") or "",
+            "issuer_of_patient_id": attributes.text("IssuerOfPatientID") or "",
             "name_alphabetic": patient_name.alphabetic,
             "name_ideographic": patient_name.ideographic,
             "name_phonetic": patient_name.phonetic,
-            "birth_date": parse_da(_text(ds, "PatientBirthDate")),
-            "sex": _text(ds, "PatientSex"),
+            "birth_date": parse_da(attributes.text("PatientBirthDate")),
+            "sex": attributes.text("PatientSex"),
         },
         study={
-            "study_date": parse_da(_text(ds, "StudyDate")),
-            "study_time": normalize_tm(_text(ds, "StudyTime")),
-            "accession_number": _text(ds, "AccessionNumber"),
-            "study_id": _text(ds, "StudyID"),
-            "study_description": _text(ds, "StudyDescription"),
+            "study_date": parse_da(attributes.text("StudyDate")),
+            "study_time": normalize_tm(attributes.text("StudyTime")),
+            "accession_number": attributes.text("AccessionNumber"),
+            "study_id": attributes.text("StudyID"),
+            "study_description": attributes.text("StudyDescription"),
             "referring_alphabetic": referring.alphabetic,
             "referring_ideographic": referring.ideographic,
             "referring_phonetic": referring.phonetic,
         },
         series={
-            "modality": _text(ds, "Modality"),
-            "series_number": _int(ds, "SeriesNumber"),
-            "series_description": _text(ds, "SeriesDescription"),
-            "body_part_examined": _text(ds, "BodyPartExamined"),
-            "pps_start_date": parse_da(_text(ds, "PerformedProcedureStepStartDate")),
-            "pps_start_time": normalize_tm(_text(ds, "PerformedProcedureStepStartTime")),
+            "modality": attributes.text("Modality"),
+            "series_number": attributes.int("SeriesNumber"),
+            "series_description": attributes.text("SeriesDescription"),
+            "body_part_examined": attributes.text("BodyPartExamined"),
+            "pps_start_date": parse_da(attributes.text("PerformedProcedureStepStartDate")),
+            "pps_start_time": normalize_tm(attributes.text("PerformedProcedureStepStartTime")),
             "scheduled_procedure_step_ids": _sequence_values(
                 ds, "RequestAttributesSequence", "ScheduledProcedureStepID"
             ),
@@ -542,12 +603,12 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
         },
         instance={
             "sop_class_uid": sop_class,
-            "instance_number": _int(ds, "InstanceNumber"),
+            "instance_number": attributes.int("InstanceNumber"),
             "transfer_syntax_uid": transfer_syntax,
-            "rows": _int(ds, "Rows"),
-            "columns": _int(ds, "Columns"),
-            "bits_allocated": _int(ds, "BitsAllocated"),
-            "number_of_frames": (_int(ds, "NumberOfFrames") or 1) if has_pixels else None,
+            "rows": attributes.int("Rows"),
+            "columns": attributes.int("Columns"),
+            "bits_allocated": attributes.int("BitsAllocated"),
+            "number_of_frames": (attributes.int("NumberOfFrames") or 1) if has_pixels else None,
         },
         metadata=metadata,
         study_attributes=_subset(metadata, STUDY_LEVEL_TAGS),
