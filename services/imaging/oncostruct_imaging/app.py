@@ -19,7 +19,7 @@ from . import __version__
 from .api import imports, qido, stow, wado
 from .config import Settings
 from .events import QUEUE, ImagingEvents
-from .ingest import IngestContext
+from .ingest import IngestContext, ParserPool
 from .pull import PullImports
 
 
@@ -46,7 +46,8 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     spool.mkdir(parents=True, exist_ok=True)
     app.state.store = store
     app.state.spool = spool
-    app.state.ingest = IngestContext(settings, store, app.state.db.sessionmaker)
+    parsers = ParserPool(settings.parse_processes)
+    app.state.ingest = IngestContext(settings, store, app.state.db.sessionmaker, parsers)
     database_url = settings.database_url.get_secret_value()
     queue = create_queue_app(database_url, settings.queue_schema)
     scope = "system/Patient.crs system/ImagingStudy.crus"
@@ -56,8 +57,12 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
         app.state.queue = QueueService(
             queue, database_url, settings.queue_schema, [QUEUE], worker=settings.queue_worker
         )
-        async with app.state.queue:
-            yield
+        try:
+            await parsers.start()
+            async with app.state.queue:
+                yield
+        finally:
+            parsers.close()
 
 
 async def _queue_ready(app: FastAPI) -> None:

@@ -45,6 +45,12 @@ class Settings(ServiceSettings):
     series_quiet_s: float = Field(
         60.0, gt=0, description="A series with no new instance for this long is announced as complete."
     )
+    parse_processes: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Worker processes that parse stored instances (0: threads of the server process).",
+    )
     link_max_attempts: int = Field(
         30, ge=1, description="Tries (with exponential backoff) to link a study to the clinical service."
     )

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,13 +44,90 @@ class PartResult:
     detail: str = ""
 
 
+class ParserPool:
+    """Worker processes that parse stored files (``parse_processes`` of them; 0: threads).
+
+    Parsing is pure Python under the GIL: in threads, the parts of one STOW-RS request queue for
+    it behind each other and behind the event loop; in processes they run beside both.
+    """
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> Executor | None:
+        if self.processes and self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+    async def start(self) -> None:
+        """Start the processes and import the parser in each (first requests then pay nothing)."""
+        executor = self._executor()
+        if executor is not None:
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(executor, _warm) for _ in range(self.processes)))
+
+    async def parse(self, path: Path, threshold: int, expected_study: str | None) -> tuple[str, Any]:
+        """:func:`parse_file` in a worker process (in a thread without processes, or if the pool broke)."""
+        executor = self._executor()
+        if executor is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    executor, parse_file, str(path), threshold, expected_study
+                )
+            except BrokenProcessPool:  # a worker died (killed, out of memory): new pool; this file in a thread
+                log.error("parser process pool broke; restarting it")
+                self.close(wait=False)
+        return await asyncio.to_thread(parse_file, str(path), threshold, expected_study)
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the processes."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _warm() -> None:
+    """Runs in each worker once: the imports are done by then."""
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker ends itself when the server process is gone (even killed with SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def parse_file(path: str, threshold: int, expected_study: str | None) -> tuple[str, Any]:
+    """Add a missing preamble and parse (in a worker process): ``("parsed", (ParsedInstance, (size, sha256)
+    or None))`` or ``("rejected", (reason, detail, SOP Class UID, SOP Instance UID))``."""
+    try:
+        rewritten = parsing.add_missing_preamble(Path(path))
+        parsed = parsing.parse_instance(Path(path), bulkdata_threshold=threshold, expected_study=expected_study)
+    except parsing.InstanceRejected as rejected:
+        return "rejected", (rejected.reason, rejected.detail, rejected.sop_class_uid, rejected.sop_instance_uid)
+    except Exception as exc:
+        return "rejected", (parsing.CANNOT_UNDERSTAND, f"Not a readable DICOM instance ({type(exc).__name__}).", "", "")
+    return "parsed", (parsed, rewritten)
+
+
 @dataclass(frozen=True)
 class IngestContext:
-    """What storing needs: settings, the object store and the index's sessions."""
+    """What storing needs: settings, the object store, the index's sessions and the parser processes."""
 
     settings: Settings
     store: ObjectStore
     sessionmaker: async_sessionmaker[AsyncSession]
+    parsers: ParserPool = field(default_factory=lambda: ParserPool(0))
 
 
 def _storage_key(parsed: parsing.ParsedInstance, sha256: str) -> str:
@@ -57,20 +141,13 @@ async def _parse(
     context: IngestContext, path: Path, size: int, sha256: str, expected_study: str | None
 ) -> tuple[parsing.ParsedInstance, int, str] | PartResult:
     """Parse a spooled file (adding a missing preamble); a failed :class:`PartResult` for bad content."""
-    try:
-        rewritten = await asyncio.to_thread(parsing.add_missing_preamble, path)
-        if rewritten is not None:
-            size, sha256 = rewritten
-        parsed = await asyncio.to_thread(
-            parsing.parse_instance,
-            path,
-            bulkdata_threshold=context.settings.bulkdata_threshold_bytes,
-            expected_study=expected_study,
-        )
-    except parsing.InstanceRejected as rejected:
-        return PartResult(
-            rejected.sop_class_uid, rejected.sop_instance_uid, failure=rejected.reason, detail=rejected.detail
-        )
+    outcome, value = await context.parsers.parse(path, context.settings.bulkdata_threshold_bytes, expected_study)
+    if outcome == "rejected":
+        reason, detail, sop_class, sop_instance = value
+        return PartResult(sop_class, sop_instance, failure=reason, detail=detail)
+    parsed, rewritten = value
+    if rewritten is not None:
+        size, sha256 = rewritten
     return parsed, size, sha256
 
 
