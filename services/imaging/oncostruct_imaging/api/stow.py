@@ -38,8 +38,6 @@ router = APIRouter(tags=["STOW-RS"], route_class=DicomwebRoute)
 log = logging.getLogger("oncostruct.imaging.stow")
 
 DICOM = "application/dicom"
-#: Parts of one request stored concurrently (parsing, file publishing and indexing overlap).
-_PARALLEL_PARTS = 4
 
 
 def _response_media_type(request: Request) -> str:
@@ -126,9 +124,7 @@ async def _store_instances(request: Request, settings: Settings, study: str | No
         if not parts:
             raise Invalid("The multipart body holds no parts.")
         dicom = [part for part in parts if part.content_type.type == DICOM]
-        stored = await ingest_files(
-            request.app.state.ingest, [(p.path, p.size, p.sha256) for p in dicom], study, _PARALLEL_PARTS
-        )
+        stored = await ingest_files(request.app.state.ingest, [(p.path, p.size, p.sha256) for p in dicom], study)
         by_part = dict(zip((id(part) for part in dicom), stored, strict=True))
         results = [
             by_part.get(id(part))
