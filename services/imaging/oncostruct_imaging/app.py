@@ -47,7 +47,7 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     app.state.store = store
     app.state.spool = spool
     parsers = ParserPool(settings.parse_processes)
-    app.state.ingest = IngestContext(settings, store, app.state.db.sessionmaker, parsers)
+    app.state.ingest = IngestContext(settings, store, app.state.db, parsers)
     database_url = settings.database_url.get_secret_value()
     queue = create_queue_app(database_url, settings.queue_schema)
     scope = "system/Patient.crs system/ImagingStudy.crus"

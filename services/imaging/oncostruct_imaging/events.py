@@ -17,6 +17,7 @@ its last change.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
@@ -116,15 +117,18 @@ class ImagingEvents:
 
     async def stored(self, studies: set[str], series: set[str]) -> None:
         """Defer the follow-up jobs of a STOW-RS request (one pending job per study and per series)."""
-        for study_uid in studies:
-            await self._defer("link_imaging_study", f"link:{study_uid}", study_uid=study_uid)
-        for series_uid in series:
-            await self._defer(
-                "series_quiet_check",
-                f"quiet:{series_uid}",
-                schedule_in={"seconds": self.settings.series_quiet_s},
-                series_uid=series_uid,
-            )
+        await asyncio.gather(
+            *(self._defer("link_imaging_study", f"link:{study_uid}", study_uid=study_uid) for study_uid in studies),
+            *(
+                self._defer(
+                    "series_quiet_check",
+                    f"quiet:{series_uid}",
+                    schedule_in={"seconds": self.settings.series_quiet_s},
+                    series_uid=series_uid,
+                )
+                for series_uid in series
+            ),
+        )
 
     async def _defer(self, task: str, lock: str, schedule_in: dict[str, float] | None = None, **kwargs: Any) -> None:
         deferrer = self.queue.configure_task(task, queue=QUEUE, queueing_lock=lock, schedule_in=schedule_in)

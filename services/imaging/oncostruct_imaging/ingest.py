@@ -23,11 +23,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from oncostruct_shared.db import Database
 from oncostruct_shared.storage import ObjectStore, StorageError
 
 from . import parsing
 from .config import Settings
-from .repository import NewFile, StoredInstance, find_stored, find_stored_many, index_instance, index_instances
+from .repository import NewFile, StoredInstance, find_stored, find_stored_many, index_instance, insert_new_instances
 
 log = logging.getLogger("oncostruct.imaging.ingest")
 
@@ -137,12 +138,17 @@ def parse_file(path: str, threshold: int, expected_study: str | None) -> tuple[s
 
 @dataclass(frozen=True)
 class IngestContext:
-    """What storing needs: settings, the object store, the index's sessions and the parser processes."""
+    """What storing needs: settings, the object store, the index and the parser processes."""
 
     settings: Settings
     store: ObjectStore
-    sessionmaker: async_sessionmaker[AsyncSession]
+    database: Database
     parsers: ParserPool = field(default_factory=lambda: ParserPool(0))
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        """ORM sessions on the index (the careful one-by-one paths)."""
+        return self.database.sessionmaker
 
 
 def _storage_key(parsed: parsing.ParsedInstance, sha256: str) -> str:
@@ -246,15 +252,15 @@ async def ingest_files(
     """Store several spooled files (one STOW-RS request) with group commit; results in order.
 
     Each file is parsed and published (flushed) as in :func:`ingest_file`, but their folders are
-    flushed once and their index rows go in one transaction — one commit for the request instead of
-    one per instance. The instances still become visible only after their files are on disk. If that
-    transaction fails, each file is indexed on its own, so one bad instance cannot fail the others.
+    flushed once and their index rows go in one transaction (one statement per series on the
+    asyncpg pool): one commit for the request instead of one per instance. The instances still
+    become visible only after their files are on disk. If that transaction fails, each file is
+    indexed on its own, so one bad instance cannot fail the others.
     """
     parsed_files = await _parse(context, files, expected_study)
     results: list[PartResult | None] = [None] * len(files)
     uids = [p[0].sop_instance_uid for p in parsed_files if not isinstance(p, PartResult)]
-    async with context.sessionmaker() as session:
-        existing = await find_stored_many(session, uids)
+    existing = await find_stored_many(await context.database.driver_pool(), uids)
     batch: list[tuple[int, NewFile, Path]] = []
     later: list[int] = []  # a UID sent twice in the request: its repeats go one by one, after the batch
     seen: set[str] = set()
@@ -284,10 +290,20 @@ async def ingest_files(
             ready.append((index, file))
     replace = context.settings.duplicate_policy == "replace"
     try:
-        outcomes = []
+        outcomes: list[tuple[str, str | None]] = []
         if ready:  # nothing new (every instance a duplicate or failed): no transaction
-            async with context.sessionmaker() as session, session.begin():
-                outcomes = await index_instances(session, [file for _, file in ready], replace=replace)
+            pool = await context.database.driver_pool()
+            inserted = await insert_new_instances(pool, [file for _, file in ready])
+            for _, file in ready:  # UIDs present already (a race with another request): the careful path
+                if file.parsed.sop_instance_uid in inserted:
+                    outcomes.append(("stored", None))
+                else:
+                    async with context.sessionmaker() as session, session.begin():
+                        outcomes.append(
+                            await index_instance(
+                                session, file.parsed, key=file.key, size=file.size, sha256=file.sha256, replace=replace
+                            )
+                        )
     except Exception as exc:
         log.warning("group indexing failed; indexing one by one", exc_info=exc)
         outcomes = []

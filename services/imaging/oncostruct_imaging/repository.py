@@ -40,21 +40,16 @@ async def find_stored(session: AsyncSession, sop_instance_uid: str, *, lock: boo
     return StoredInstance(row.pk, row.series_pk, row.content_sha256, row.storage_key) if row else None
 
 
-async def find_stored_many(session: AsyncSession, sop_instance_uids: list[str]) -> dict[str, StoredInstance]:
-    """The stored instances among these SOP Instance UIDs, by UID (one query)."""
+async def find_stored_many(pool: asyncpg.Pool, sop_instance_uids: list[str]) -> dict[str, StoredInstance]:
+    """The stored instances among these SOP Instance UIDs, by UID (one statement on the asyncpg pool)."""
     if not sop_instance_uids:
         return {}
-    query = select(
-        InstanceRow.sop_instance_uid,
-        InstanceRow.pk,
-        InstanceRow.series_pk,
-        InstanceRow.content_sha256,
-        InstanceRow.storage_key,
-    ).where(InstanceRow.sop_instance_uid.in_(sop_instance_uids))
-    return {
-        row.sop_instance_uid: StoredInstance(row.pk, row.series_pk, row.content_sha256, row.storage_key)
-        for row in (await session.execute(query)).all()
-    }
+    rows = await pool.fetch(
+        "SELECT sop_instance_uid, pk, series_pk, content_sha256, storage_key FROM instance "
+        "WHERE sop_instance_uid = ANY($1::text[])",
+        sop_instance_uids,
+    )
+    return {row[0]: StoredInstance(row[1], row[2], row[3], row[4]) for row in rows}
 
 
 async def _upsert_patient(session: AsyncSession, parsed: ParsedInstance) -> int:
@@ -155,52 +150,120 @@ class NewFile:
     sha256: str
 
 
-async def index_instances(
-    session: AsyncSession, files: list[NewFile], *, replace: bool
-) -> list[tuple[str, str | None]]:
-    """Index several published files in the caller's transaction: each patient, study and series row is
-    upserted once, the instances go in as one multi-row INSERT, and only UIDs already present take the
-    one-by-one path of :func:`index_instance`. Returns ``(outcome, old key)`` per file, in order.
-    """
-    patients: dict[tuple[Any, Any], int] = {}
-    studies: dict[str, int] = {}
-    series: dict[str, int] = {}
-    values = []
-    for item in files:
-        parsed = item.parsed
-        patient_key = (parsed.patient.get("patient_id"), parsed.patient.get("issuer_of_patient_id"))
-        if patient_key not in patients:
-            patients[patient_key] = await _upsert_patient(session, parsed)
-        if parsed.study_instance_uid not in studies:
-            studies[parsed.study_instance_uid] = await _upsert_study(session, parsed, patients[patient_key])
-        if parsed.series_instance_uid not in series:
-            series[parsed.series_instance_uid] = await _upsert_series(
-                session, parsed, studies[parsed.study_instance_uid]
-            )
-        values.append(_instance_values(parsed, series[parsed.series_instance_uid], item.key, item.size, item.sha256))
-    columns = sorted({column for row in values for column in row})
-    rows = [{column: row.get(column) for column in columns} for row in values]
-    inserted = set(
-        (
-            await session.execute(
-                insert(InstanceRow)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=[InstanceRow.sop_instance_uid])
-                .returning(InstanceRow.sop_instance_uid)
-            )
-        ).scalars()
+_PATIENT_COLUMNS = (
+    "patient_id",
+    "issuer_of_patient_id",
+    "name_alphabetic",
+    "name_ideographic",
+    "name_phonetic",
+    "birth_date",
+    "sex",
+)
+_STUDY_COLUMNS = (
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_alphabetic",
+    "referring_ideographic",
+    "referring_phonetic",
+)
+_SERIES_COLUMNS = (
+    "modality",
+    "series_number",
+    "series_description",
+    "body_part_examined",
+    "pps_start_date",
+    "pps_start_time",
+    "scheduled_procedure_step_ids",
+    "requested_procedure_ids",
+)
+#: Per-instance columns sent as arrays (unnest), with their array types; frames and bulkdata as JSON text.
+_INSTANCE_ARRAYS = (
+    ("sop_instance_uid", "text"),
+    ("storage_key", "text"),
+    ("size", "bigint"),
+    ("content_sha256", "text"),
+    ("frames", "text"),
+    ("bulkdata", "text"),
+    ("metadata", "text"),
+    ("sop_class_uid", "text"),
+    ("instance_number", "int"),
+    ("transfer_syntax_uid", "text"),
+    ("rows", "int"),
+    ("columns", "int"),
+    ("bits_allocated", "int"),
+    ("number_of_frames", "int"),
+)
+
+
+def _numbered(names: tuple[str, ...], start: int) -> str:
+    return ", ".join(f"${start + index}" for index in range(len(names)))
+
+
+def _insert_series_sql() -> str:
+    patient_params = _numbered(_PATIENT_COLUMNS, 1)
+    study_start = len(_PATIENT_COLUMNS) + 1  # then: study UID, attributes, study columns
+    series_start = study_start + 2 + len(_STUDY_COLUMNS)  # then: series UID, attributes, series columns
+    arrays_start = series_start + 2 + len(_SERIES_COLUMNS)
+    updated = ", ".join(f"{column} = EXCLUDED.{column}" for column in _PATIENT_COLUMNS[2:])
+    arrays = ", ".join(f"${arrays_start + index}::{kind}[]" for index, (_, kind) in enumerate(_INSTANCE_ARRAYS))
+    names = ", ".join(name for name, _ in _INSTANCE_ARRAYS)
+    values = ", ".join(
+        f"u.{name}::jsonb" if name in ("frames", "bulkdata") else f"u.{name}" for name, _ in _INSTANCE_ARRAYS
     )
-    outcomes: list[tuple[str, str | None]] = []
+    return (
+        f"WITH p AS (INSERT INTO patient ({', '.join(_PATIENT_COLUMNS)}) VALUES ({patient_params}) "  # noqa: S608
+        f"ON CONFLICT ON CONSTRAINT uq_patient_id_issuer DO UPDATE SET {updated}, updated_at = now() RETURNING pk), "
+        f"st AS (INSERT INTO study (study_instance_uid, patient_pk, attributes, {', '.join(_STUDY_COLUMNS)}) "
+        f"SELECT ${study_start}, p.pk, ${study_start + 1}::jsonb, {_numbered(_STUDY_COLUMNS, study_start + 2)} FROM p "
+        "ON CONFLICT (study_instance_uid) DO UPDATE SET updated_at = now() RETURNING pk), "
+        f"se AS (INSERT INTO series (series_instance_uid, study_pk, attributes, {', '.join(_SERIES_COLUMNS)}) "
+        f"SELECT ${series_start}, st.pk, ${series_start + 1}::jsonb, {_numbered(_SERIES_COLUMNS, series_start + 2)} "
+        "FROM st ON CONFLICT (series_instance_uid) DO UPDATE SET updated_at = now() RETURNING pk) "
+        f"INSERT INTO instance (series_pk, {names}) SELECT se.pk, {values} "
+        f"FROM se CROSS JOIN unnest({arrays}) AS u({names}) "
+        "ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING sop_instance_uid"
+    )
+
+
+#: One series' new instances, with their patient, study and series rows, in one statement.
+_INSERT_SERIES_SQL = _insert_series_sql()
+
+
+def _series_arguments(files: list[NewFile]) -> list[Any]:
+    first = files[0].parsed
+    arguments: list[Any] = [first.patient.get(column) for column in _PATIENT_COLUMNS]
+    arguments += [first.study_instance_uid, first.study_attributes]
+    arguments += [first.study.get(column) for column in _STUDY_COLUMNS]
+    arguments += [first.series_instance_uid, first.series_attributes]
+    arguments += [first.series.get(column) for column in _SERIES_COLUMNS]
+    rows = [_instance_values(item.parsed, 0, item.key, item.size, item.sha256) for item in files]
+    for name, _ in _INSTANCE_ARRAYS:
+        if name in ("frames", "bulkdata"):
+            arguments.append([None if row[name] is None else json.dumps(row[name]) for row in rows])
+        else:
+            arguments.append([row["metadata_json" if name == "metadata" else name] for row in rows])
+    return arguments
+
+
+async def insert_new_instances(pool: asyncpg.Pool, files: list[NewFile]) -> set[str]:
+    """Insert the index rows of new instances in one transaction, one statement per series (its patient,
+    study and series rows upserted in the same statement); returns the SOP Instance UIDs inserted.
+
+    A UID already in the index is left alone (not returned): the caller takes the careful path of
+    :func:`index_instance` for it.
+    """
+    by_series: dict[str, list[NewFile]] = {}
     for item in files:
-        if item.parsed.sop_instance_uid in inserted:
-            outcomes.append(("stored", None))
-        else:  # present already (or twice in this batch): the careful path, row locked
-            outcomes.append(
-                await index_instance(
-                    session, item.parsed, key=item.key, size=item.size, sha256=item.sha256, replace=replace
-                )
-            )
-    return outcomes
+        by_series.setdefault(item.parsed.series_instance_uid, []).append(item)
+    inserted: set[str] = set()
+    async with pool.acquire() as connection, connection.transaction():
+        for group in by_series.values():
+            rows = await connection.fetch(_INSERT_SERIES_SQL, *_series_arguments(group))
+            inserted.update(row[0] for row in rows)
+    return inserted
 
 
 async def _drop_empty_parents(session: AsyncSession, series_pks: set[int]) -> None:
