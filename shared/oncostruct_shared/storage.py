@@ -106,6 +106,11 @@ def _open_and_read(path: Path, chunk_bytes: int) -> tuple[BinaryIO | None, bytes
         raise
 
 
+#: Ranged reads up to this size try the page cache on the event loop first (Linux ``preadv2`` flag).
+_NOWAIT_MAX_BYTES = 4 * 1024 * 1024
+_NOWAIT = hasattr(os, "RWF_NOWAIT")
+
+
 class FilesystemObjectStore:
     """Objects as files below ``root``; publishing is temp file + fsync + ``rename``.
 
@@ -216,7 +221,37 @@ class FilesystemObjectStore:
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
+        if length <= _NOWAIT_MAX_BYTES and _NOWAIT:
+            data = self._read_cached(key, offset, length)
+            if data is not None:
+                return data
         return await asyncio.to_thread(self._read, key, offset, length)
+
+    def _read_cached(self, key: str, offset: int, length: int) -> bytes | None:
+        """The range if the page cache holds all of it (``RWF_NOWAIT``: never waits for the disk), else None.
+
+        A frame of a series being viewed is usually cached: reading it here, a few microseconds on
+        the event loop, saves the thread hop (tens of microseconds, and a GIL handover).
+        """
+        global _NOWAIT
+        try:
+            descriptor = os.open(self.path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"No stored object {key}.") from None
+        except OSError:
+            return None
+        try:
+            buffer = bytearray(length)
+            read = os.preadv(descriptor, [buffer], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return None  # not (all) in the page cache: read in a thread
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                _NOWAIT = False  # this filesystem or kernel does not offer it
+            return None
+        finally:
+            os.close(descriptor)
+        return bytes(buffer) if read == length else None  # short (end of file, or partly cached): the thread
 
     def _read_all(self, keys: list[str]) -> list[bytes]:
         paths = [self.path(key) for key in keys]

@@ -287,3 +287,26 @@ def test_delete_needs_its_own_scope_and_removes_instances(
         client.retrieve_instance(study, series_a, a2.SOPInstanceUID)
     client.store_instances([a2])  # storing again after a delete works
     assert len(client.search_for_instances(study)) == 1
+
+
+def test_frames_follow_deletes_and_new_content_of_a_viewed_series(
+    client: DICOMwebClient, dicomweb_url: str, issuer: Issuer
+) -> None:
+    """Frame locations are cached per series while it is viewed; a delete or new content is seen at once."""
+    study, series = new_uid(), new_uid()
+    first = [ct_dataset(study, series, n, seed=n) for n in (1, 2)]
+    client.store_instances(first)
+    sop = first[0].SOPInstanceUID
+    (frame,) = client.retrieve_instance_frames(study, series, sop, [1])
+    assert frame == first[0].PixelData
+    deleter = bearer(issuer.token("dicomweb.delete"))
+    assert httpx.delete(f"{dicomweb_url}/studies/{study}/series/{series}", headers=deleter).status_code == 204
+    with pytest.raises(requests.HTTPError, match="404"):
+        client.retrieve_instance_frames(study, series, sop, [1])
+    replacement = ct_dataset(study, series, 1, sop_instance=sop, seed=99)  # same UID, other pixels
+    assert replacement.PixelData != first[0].PixelData
+    client.store_instances([replacement])
+    (frame,) = client.retrieve_instance_frames(study, series, sop, [1])
+    assert frame == replacement.PixelData
+    with pytest.raises(requests.HTTPError, match="404"):  # the other instance is gone for good
+        client.retrieve_instance_frames(study, series, first[1].SOPInstanceUID, [1])

@@ -24,7 +24,9 @@ async def test_put_bytes_then_read_ranges_and_chunks(store: FilesystemObjectStor
     data = bytes(range(256)) * 40
     assert await store.put_bytes("studies/1.2/a.dcm", data) == len(data)
     assert await store.size("studies/1.2/a.dcm") == len(data)
-    assert await store.read_range("studies/1.2/a.dcm", 100, 10) == data[100:110]
+    assert await store.read_range("studies/1.2/a.dcm", 100, 10) == data[100:110]  # from the page cache
+    assert await store.read_range("studies/1.2/a.dcm", len(data) - 5, 10) == data[-5:]  # short: end of file
+    assert await store.read_range("studies/1.2/a.dcm", len(data) + 5, 10) == b""
     chunks = [chunk async for chunk in store.iter_chunks("studies/1.2/a.dcm", chunk_bytes=1000)]
     assert b"".join(chunks) == data
     assert len(chunks) == 11

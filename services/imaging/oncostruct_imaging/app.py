@@ -20,6 +20,7 @@ from .api import imports, qido, stow, wado
 from .config import Settings
 from .events import QUEUE, ImagingEvents
 from .ingest import IngestContext, ParserPool
+from .layouts import SeriesLayouts
 from .pull import PullImports
 
 
@@ -46,6 +47,7 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     spool.mkdir(parents=True, exist_ok=True)
     app.state.store = store
     app.state.spool = spool
+    app.state.layouts = SeriesLayouts(settings.layout_cache_s)
     parsers = ParserPool(settings.parse_processes)
     app.state.ingest = IngestContext(settings, store, app.state.db, parsers)
     database_url = settings.database_url.get_secret_value()

@@ -45,6 +45,11 @@ class Settings(ServiceSettings):
     series_quiet_s: float = Field(
         60.0, gt=0, description="A series with no new instance for this long is announced as complete."
     )
+    layout_cache_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a server process keeps a viewed series' frame locations (0: no cache).",
+    )
     parse_processes: int = Field(
         2,
         ge=0,

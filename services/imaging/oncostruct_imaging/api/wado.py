@@ -39,6 +39,7 @@ from .. import rendering
 from ..config import Settings
 from ..deps import DicomwebDep, DicomwebRoute
 from ..dicom_json import DICOM_JSON
+from ..layouts import SeriesLayouts
 from ..parsing import keyword_tag, tag_hex
 from ..repository import InstanceFile, delete_instances, find_instances
 from ..uids import require_uid
@@ -189,11 +190,23 @@ async def retrieve_frames(
 ) -> Response:
     """Retrieve frames of an instance (WADO-RS, PS3.18 §10.4)."""
     _uids(study, series, instance)
+    layouts: SeriesLayouts = request.app.state.layouts
+    item, cached = await layouts.instance(await ctx.pool(), study, series, instance)
+    try:
+        return await _frames_response(ctx, item, frames)
+    except NotFound:
+        if not cached:
+            raise
+    layouts.forget(study, series)  # the cached layout's file is gone (deleted or replaced elsewhere)
     (item,) = await find_instances(await ctx.pool(), study, series, instance, with_layout=True)
+    return await _frames_response(ctx, item, frames)
+
+
+async def _frames_response(ctx: DicomwebDep, item: InstanceFile, frames: str) -> Response:
     if not item.number_of_frames:
         raise NotFound("This instance has no pixel data frames.")
     numbers = parse_frame_list(frames, item.number_of_frames)
-    encoding = _choose_frame_encoding(request, item)
+    encoding = _choose_frame_encoding(ctx.request, item)
     if encoding.raw and item.frames is not None:
         size = sum(length for number in numbers for _, length in item.frames[number - 1])
         if size > _IN_MEMORY_FRAMES_BYTES:  # many or large frames: read each as the response streams
@@ -564,6 +577,7 @@ async def _delete(ctx: DicomwebDep, study: str, series: str | None = None, insta
     session = ctx.session
     async with session.begin():
         keys = await delete_instances(session, study, series, instance)
+    ctx.request.app.state.layouts.forget(study, series)
     for key in keys:  # after the commit: a crash in between leaves unreferenced files, never dangling rows
         await ctx.store.delete(key)
     return Response(status_code=204)
