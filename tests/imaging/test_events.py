@@ -166,3 +166,29 @@ def test_linking_retries_until_the_clinical_service_answers(
 
 def _args(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def test_a_standalone_archive_does_not_link(
+    postgres: PostgresServer, service_settings: Callable[..., ServiceSettings], issuer: Issuer
+) -> None:
+    """LINK_STUDIES=false: stores defer no ImagingStudy link (the series-complete check still runs)."""
+    postgres.create_database("test_imaging_standalone")
+    port = free_port()
+    settings = service_settings(
+        "imaging",
+        database="test_imaging_standalone",
+        base_url=f"http://127.0.0.1:{port}/dicomweb",
+        link_studies=False,
+    )
+    with LiveServer(create_imaging(settings), port=port) as imaging:
+        client = DICOMwebClient(
+            f"{imaging.url}/dicomweb", headers={"Authorization": f"Bearer {issuer.token('dicomweb.write')}"}
+        )
+        client.store_instances([ct_dataset(new_uid(), new_uid(), 1)])
+        tasks = [
+            row["task_name"]
+            for row in postgres.fetch(
+                "test_imaging_standalone", "SELECT task_name FROM oncostruct_jobs.procrastinate_jobs"
+            )
+        ]
+        assert tasks == ["series_quiet_check"]

@@ -56,6 +56,10 @@ class Settings(ServiceSettings):
         le=64,
         description="Worker processes that parse stored instances (0: threads of the server process).",
     )
+    link_studies: bool = Field(
+        True,
+        description="Link stored studies to the clinical service as FHIR ImagingStudy (off: a standalone archive).",
+    )
     link_max_attempts: int = Field(
         30, ge=1, description="Tries (with exponential backoff) to link a study to the clinical service."
     )

@@ -118,7 +118,10 @@ class ImagingEvents:
     async def stored(self, studies: set[str], series: set[str]) -> None:
         """Defer the follow-up jobs of a STOW-RS request (one pending job per study and per series)."""
         await asyncio.gather(
-            *(self._defer("link_imaging_study", f"link:{study_uid}", study_uid=study_uid) for study_uid in studies),
+            *(
+                self._defer("link_imaging_study", f"link:{study_uid}", study_uid=study_uid)
+                for study_uid in (studies if self.settings.link_studies else ())
+            ),
             *(
                 self._defer(
                     "series_quiet_check",
