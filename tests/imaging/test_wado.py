@@ -78,6 +78,11 @@ def test_retrieve_as_stored_streams_the_stored_bytes_with_a_random_boundary(
     ((part_type, body),) = _multipart_parts(first)
     assert part_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
     assert body == to_bytes(ds)
+    # Sizes are known from the index: a Content-Length, not chunked transfer coding.
+    assert first.headers["content-length"] == str(len(first.content))
+    assert "transfer-encoding" not in first.headers
+    series = http.get(url.rsplit("/instances/", 1)[0], headers=accept)
+    assert series.headers["content-length"] == str(len(series.content))
 
 
 def test_compressed_instance_is_transcoded_when_native_is_asked(

@@ -317,7 +317,11 @@ async def _retrieve(ctx: DicomwebDep, study: str, series: str | None = None, ins
     _uids(study, series, instance)
     items = await find_instances(await ctx.pool(), study, series, instance)
     syntax = _choose_instance_syntax(ctx.request, items)
-    return multipart_response(_instance_parts(ctx.store, items, syntax), DICOM)
+    as_stored = all(syntax in ("*", item.transfer_syntax_uid) for item in items)  # sizes known: Content-Length
+    sizes = (
+        [(f"{DICOM}; transfer-syntax={item.transfer_syntax_uid}", item.size) for item in items] if as_stored else None
+    )
+    return multipart_response(_instance_parts(ctx.store, items, syntax), DICOM, sizes=sizes)
 
 
 @router.get("/studies/{study}", response_class=Response)
