@@ -188,7 +188,7 @@ def measure(
         client.get(f"{base}/studies/{study}/series/{series}", headers={"Accept": SERIES_ACCEPT}).raise_for_status()
         started = time.perf_counter()
         total = 0
-        for _ in range(3):
+        for _ in range(10):
             response = client.get(f"{base}/studies/{study}/series/{series}", headers={"Accept": SERIES_ACCEPT})
             response.raise_for_status()
             total += len(response.content)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,13 +50,14 @@ async def _open_resources(app: FastAPI) -> AsyncIterator[None]:
     app.state.spool = spool
     app.state.layouts = SeriesLayouts(settings.layout_cache_s)
     parsers = ParserPool(settings.parse_processes)
-    app.state.ingest = IngestContext(settings, store, app.state.db, parsers)
+    ingest = IngestContext(settings, store, app.state.db, parsers)
     database_url = settings.database_url.get_secret_value()
     queue = create_queue_app(database_url, settings.queue_schema)
     scope = "system/Patient.crs system/ImagingStudy.crus"
     async with build_http_client(settings, settings.clinical_url, auth=service_auth(settings, scope)) as clinical:
         app.state.events = ImagingEvents(queue, app.state.db.sessionmaker, clinical, settings)
-        app.state.pulls = PullImports(queue, app.state.ingest, settings, spool, on_stored=app.state.events.stored)
+        app.state.ingest = ingest = dataclasses.replace(ingest, follow_up=app.state.events.follow_up_jobs)
+        app.state.pulls = PullImports(queue, ingest, settings, spool, on_stored=app.state.events.stored)
         app.state.queue = QueueService(
             queue, database_url, settings.queue_schema, [QUEUE], worker=settings.queue_worker
         )

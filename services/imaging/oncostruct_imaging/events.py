@@ -33,6 +33,7 @@ from oncostruct_shared.http import raise_for_upstream
 
 from .config import Settings
 from .models import InstanceRow, PatientRow, SeriesRow, StudyRow
+from .repository import QueuedJob
 
 log = logging.getLogger("oncostruct.imaging.events")
 QUEUE = "imaging"
@@ -114,6 +115,20 @@ class ImagingEvents:
         # queueing lock (UniqueViolation inside the worker, leaving the job stuck in 'doing').
         queue.task(name="link_imaging_study", queue=QUEUE, pass_context=False)(self.link_imaging_study)
         queue.task(name="series_quiet_check", queue=QUEUE, retry=3, pass_context=False)(self.series_quiet_check)
+
+    def follow_up_jobs(self, studies: set[str], series: set[str]) -> list[QueuedJob]:
+        """The jobs :meth:`stored` would defer, as rows for :func:`~.repository.insert_new_instances` to
+        insert in the store's own transaction (a committed store always has its follow-ups)."""
+        jobs = [
+            QueuedJob(QUEUE, "link_imaging_study", f"link:{uid}", {"study_uid": uid}, None)
+            for uid in sorted(studies)
+            if self.settings.link_studies
+        ]
+        jobs += [
+            QueuedJob(QUEUE, "series_quiet_check", f"quiet:{uid}", {"series_uid": uid}, self.settings.series_quiet_s)
+            for uid in sorted(series)
+        ]
+        return jobs
 
     async def stored(self, studies: set[str], series: set[str]) -> None:
         """Defer the follow-up jobs of a STOW-RS request (one pending job per study and per series)."""

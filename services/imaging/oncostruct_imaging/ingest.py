@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -28,7 +29,15 @@ from oncostruct_shared.storage import ObjectStore, StorageError
 
 from . import parsing
 from .config import Settings
-from .repository import NewFile, StoredInstance, find_stored, find_stored_many, index_instance, insert_new_instances
+from .repository import (
+    NewFile,
+    QueuedJob,
+    StoredInstance,
+    find_stored,
+    find_stored_many,
+    index_instance,
+    insert_new_instances,
+)
 
 log = logging.getLogger("oncostruct.imaging.ingest")
 
@@ -43,6 +52,8 @@ class PartResult:
     series_instance_uid: str | None = None
     failure: int | None = None
     detail: str = ""
+    #: Its follow-up jobs (FHIR link, series-complete check) went into the queue with its index rows.
+    queued: bool = False
 
 
 class ParserPool:
@@ -144,6 +155,8 @@ class IngestContext:
     store: ObjectStore
     database: Database
     parsers: ParserPool = field(default_factory=lambda: ParserPool(0))
+    #: The follow-up jobs of a store of these studies and series (queued in the store's transaction).
+    follow_up: Callable[[set[str], set[str]], list[QueuedJob]] | None = None
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -289,11 +302,20 @@ async def ingest_files(
         else:
             ready.append((index, file))
     replace = context.settings.duplicate_policy == "replace"
+    inserted: set[str] = set()
     try:
         outcomes: list[tuple[str, str | None]] = []
         if ready:  # nothing new (every instance a duplicate or failed): no transaction
             pool = await context.database.driver_pool()
-            inserted = await insert_new_instances(pool, [file for _, file in ready])
+            new = [file.parsed for _, file in ready]
+            jobs = (
+                context.follow_up({p.study_instance_uid for p in new}, {p.series_instance_uid for p in new})
+                if context.follow_up is not None
+                else []
+            )
+            inserted = await insert_new_instances(
+                pool, [file for _, file in ready], jobs, context.settings.queue_schema
+            )
             for _, file in ready:  # UIDs present already (a race with another request): the careful path
                 if file.parsed.sop_instance_uid in inserted:
                     outcomes.append(("stored", None))
@@ -306,7 +328,7 @@ async def ingest_files(
                         )
     except Exception as exc:
         log.warning("group indexing failed; indexing one by one", exc_info=exc)
-        outcomes = []
+        outcomes, inserted = [], set()
         for _, file in ready:
             try:
                 async with context.sessionmaker() as session, session.begin():
@@ -324,7 +346,9 @@ async def ingest_files(
             result.failure, result.detail = parsing.PROCESSING_FAILURE, "indexing failed"
             results[index] = result
         else:
-            results[index] = await _settle(context, file, outcome, old_key)
+            settled = await _settle(context, file, outcome, old_key)
+            settled.queued = outcome == "stored" and file.parsed.sop_instance_uid in inserted
+            results[index] = settled
     for index in later:
         path, size, sha256 = files[index]
         results[index] = await ingest_file(context, path, size, sha256, expected_study)

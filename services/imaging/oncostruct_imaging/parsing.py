@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -141,7 +142,9 @@ class ParsedInstance:
     study: dict[str, Any]
     series: dict[str, Any]
     instance: dict[str, Any]
-    metadata: dict[str, Any]
+    #: The DICOM JSON of the instance, serialised (compact UTF-8 JSON): it crosses from the parser
+    #: process as one string, and is stored as it is.
+    metadata_json: str
     study_attributes: dict[str, Any]
     series_attributes: dict[str, Any]
     frames: list[list[list[int]]] | None
@@ -610,7 +613,7 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
             "bits_allocated": attributes.int("BitsAllocated"),
             "number_of_frames": (attributes.int("NumberOfFrames") or 1) if has_pixels else None,
         },
-        metadata=metadata,
+        metadata_json=json.dumps(metadata, ensure_ascii=False, separators=(",", ":")),
         study_attributes=_subset(metadata, STUDY_LEVEL_TAGS),
         series_attributes=_subset(metadata, SERIES_LEVEL_TAGS),
         frames=frames,

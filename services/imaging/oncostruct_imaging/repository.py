@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -98,7 +99,7 @@ def _instance_values(parsed: ParsedInstance, series_pk: int, key: str, size: int
         "content_sha256": sha256,
         "frames": parsed.frames,
         "bulkdata": parsed.bulkdata,
-        "metadata_json": json.dumps(parsed.metadata, ensure_ascii=False, separators=(",", ":")),
+        "metadata_json": parsed.metadata_json,
         **parsed.instance,
     }
 
@@ -248,12 +249,39 @@ def _series_arguments(files: list[NewFile]) -> list[Any]:
     return arguments
 
 
-async def insert_new_instances(pool: asyncpg.Pool, files: list[NewFile]) -> set[str]:
+@dataclass(frozen=True)
+class QueuedJob:
+    """A procrastinate job to insert with SQL: queue, task, queueing lock, arguments, delay (None: now)."""
+
+    queue: str
+    task: str
+    queueing_lock: str
+    args: dict[str, Any]
+    delay_s: float | None
+
+
+def _insert_jobs_sql(queue_schema: str) -> str:
+    # procrastinate_defer_jobs_v1 is this INSERT; ON CONFLICT makes "a job with this queueing lock is
+    # waiting already" a no-op instead of an error that would abort the store's transaction.
+    return (
+        f'INSERT INTO "{queue_schema}".procrastinate_jobs '  # noqa: S608 - a validated schema name
+        "(queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at) "
+        "SELECT j.queue, j.task, 0, NULL, j.lock, j.args::jsonb, "
+        "CASE WHEN j.delay IS NULL THEN NULL ELSE now() + j.delay * interval '1 second' END "
+        "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[]) "
+        "AS j(queue, task, lock, args, delay) ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING"
+    )
+
+
+async def insert_new_instances(
+    pool: asyncpg.Pool, files: list[NewFile], jobs: Sequence[QueuedJob] = (), queue_schema: str = "oncostruct_jobs"
+) -> set[str]:
     """Insert the index rows of new instances in one transaction, one statement per series (its patient,
     study and series rows upserted in the same statement); returns the SOP Instance UIDs inserted.
 
-    A UID already in the index is left alone (not returned): the caller takes the careful path of
-    :func:`index_instance` for it.
+    ``jobs`` (the store's follow-up jobs) go into the queue in the same transaction when anything was
+    inserted: no committed store without them, no jobs for a store that failed. A UID already in the
+    index is left alone (not returned): the caller takes the careful path of :func:`index_instance`.
     """
     by_series: dict[str, list[NewFile]] = {}
     for item in files:
@@ -263,6 +291,20 @@ async def insert_new_instances(pool: asyncpg.Pool, files: list[NewFile]) -> set[
         for group in by_series.values():
             rows = await connection.fetch(_INSERT_SERIES_SQL, *_series_arguments(group))
             inserted.update(row[0] for row in rows)
+        if inserted and jobs:
+            # procrastinate's triggers name its tables unqualified: its schema first, for this transaction.
+            await connection.execute(
+                "SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'), true)",
+                f'"{queue_schema}"',
+            )
+            await connection.execute(
+                _insert_jobs_sql(queue_schema),
+                [job.queue for job in jobs],
+                [job.task for job in jobs],
+                [job.queueing_lock for job in jobs],
+                [json.dumps(job.args) for job in jobs],
+                [job.delay_s for job in jobs],
+            )
     return inserted
 
 

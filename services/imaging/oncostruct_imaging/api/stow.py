@@ -138,8 +138,8 @@ async def _store_instances(request: Request, settings: Settings, study: str | No
     for result in results:
         if result.failure is not None:
             log.info("instance not stored", extra={"reason": f"0x{result.failure:04X}", "detail": result.detail})
-    stored = [result for result in results if result.failure is None]
-    if stored:
+    stored = [result for result in results if result.failure is None and not result.queued]
+    if stored:  # those whose follow-up jobs were not queued with their index rows
         try:
             await request.app.state.events.stored(
                 {r.study_instance_uid for r in stored if r.study_instance_uid},

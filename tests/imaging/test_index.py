@@ -1,0 +1,63 @@
+"""The STOW-RS index statement: new instances, their patient/study/series rows and their follow-up jobs
+in one transaction on the asyncpg pool (the fast path; the careful ORM path is the fallback)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+
+from oncostruct_imaging import parsing
+from oncostruct_imaging.repository import NewFile, QueuedJob, insert_new_instances
+from oncostruct_shared.db import Database
+from oncostruct_shared.settings import ServiceSettings
+from tests.imaging.factory import ct_dataset, new_uid, to_bytes
+
+
+def _new_file(tmp_path: Path, study: str, series: str, number: int) -> NewFile:
+    path = tmp_path / f"{number}.dcm"
+    path.write_bytes(to_bytes(ct_dataset(study, series, number, patient_name="Yamada^Tarou")))
+    parsed = parsing.parse_instance(path, bulkdata_threshold=1024)
+    return NewFile(parsed, f"test/{parsed.sop_instance_uid}.dcm", path.stat().st_size, "0" * 64)
+
+
+async def test_new_instances_and_their_jobs_go_in_together(
+    imaging_url: str, service_settings: Callable[..., ServiceSettings], tmp_path: Path
+) -> None:
+    study, series = new_uid(), new_uid()
+    files = [_new_file(tmp_path, study, series, number) for number in (1, 2)]
+    lock = f"link:{study}"
+    # A queue no worker of the session's live services takes, so the job stays waiting.
+    jobs = [QueuedJob("test-outbox", "link_imaging_study", lock, {"study_uid": study}, None)]
+    database = Database(service_settings("imaging"))  # the service's own pool settings and codecs
+    pool = await database.driver_pool()
+    try:
+        inserted = await insert_new_instances(pool, files, jobs)
+        assert inserted == {file.parsed.sop_instance_uid for file in files}
+        rows = await pool.fetch(
+            "SELECT i.sop_instance_uid, p.name_alphabetic, st.study_instance_uid FROM instance i "
+            "JOIN series se ON i.series_pk = se.pk JOIN study st ON se.study_pk = st.pk "
+            "JOIN patient p ON st.patient_pk = p.pk WHERE se.series_instance_uid = $1",
+            series,
+        )
+        assert {row[0] for row in rows} == inserted
+        assert {(row[1], row[2]) for row in rows} == {("Yamada^Tarou", study)}
+
+        async def queued() -> list[asyncpg.Record]:
+            return await pool.fetch(
+                "SELECT status::text, args::text FROM oncostruct_jobs.procrastinate_jobs WHERE queueing_lock = $1",
+                lock,
+            )
+
+        [(status, args)] = await queued()
+        assert status == "todo"
+        assert json.loads(args) == {"study_uid": study}
+        # The same instances again: nothing inserted (the caller's careful path takes them), no new job.
+        assert await insert_new_instances(pool, files, jobs) == set()
+        # A new instance while the study's job still waits: stored; the waiting job covers it.
+        assert await insert_new_instances(pool, [_new_file(tmp_path, study, series, 3)], jobs) != set()
+        assert len(await queued()) == 1
+    finally:
+        await database.dispose()
