@@ -106,6 +106,14 @@ def _open_and_read(path: Path, chunk_bytes: int) -> tuple[BinaryIO | None, bytes
         raise
 
 
+def _fsync_path(path: Path | str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 #: Ranged reads up to this size try the page cache on the event loop first (Linux ``preadv2`` flag).
 _NOWAIT_MAX_BYTES = 4 * 1024 * 1024
 _NOWAIT = hasattr(os, "RWF_NOWAIT")
@@ -126,6 +134,8 @@ class FilesystemObjectStore:
 
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root.resolve()
+        self._root_text = str(self.root)
+        self._folders: set[str] = set()
         self.fsync = fsync
         self.staging = self.root / ".staging"
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -147,30 +157,48 @@ class FilesystemObjectStore:
         finally:
             os.close(descriptor)
 
+    def _folder_for(self, key: str) -> tuple[str, str]:
+        """The target file and its folder (created once per process; string paths, no pathlib)."""
+        target = os.path.join(self._root_text, validate_key(key))
+        folder = os.path.dirname(target)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        return target, folder
+
     def _publish(self, key: str, source: Path, sync_dir: bool = True) -> int:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        """Flush ``source`` and rename it onto the key (atomic); copy first if it is on another filesystem."""
+        target, folder = self._folder_for(key)
+        temporary: str | None = None
         try:
+            size = os.stat(source).st_size
+            if self.fsync:
+                _fsync_path(source)
             try:
-                os.link(source, temporary)  # same filesystem: no copy
-                source.unlink()
+                os.replace(source, target)  # the spool is on the store's filesystem: no copy
+            except FileNotFoundError:
+                if not os.path.exists(source):
+                    raise
+                self._folders.discard(folder)  # the folder went away behind our back
+                target, folder = self._folder_for(key)
+                os.replace(source, target)
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
+                temporary = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
                 shutil.copyfile(source, temporary)
-                source.unlink()
-            if self.fsync:
-                with open(temporary, "rb+") as handle:
-                    os.fsync(handle.fileno())
-            size = temporary.stat().st_size
-            os.replace(temporary, target)
+                if self.fsync:
+                    _fsync_path(temporary)
+                os.replace(temporary, target)
+                temporary = None
+                os.unlink(source)
             if sync_dir:
-                self._sync_dir(target.parent)
+                self._sync_dir(Path(folder))
             return size
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
             raise StorageError(f"The object store could not write {key}: {exc.strerror or exc}.") from exc
 
     def _write(self, key: str, data: bytes) -> int:
