@@ -63,8 +63,11 @@ class ObjectStore(Protocol):
         """
         ...
 
-    async def put_files(self, items: list[tuple[str, Path]]) -> list[int | StorageError]:
-        """Publish several local files (each as :meth:`put_file`); a size or the error per file."""
+    async def put_files(self, items: list[tuple[str, Path]], *, flushed: bool = False) -> list[int | StorageError]:
+        """Publish several local files (each as :meth:`put_file`); a size or the error per file.
+
+        ``flushed``: the caller has already fsynced the files' contents (stores that flush may skip it).
+        """
         ...
 
     async def put_bytes(self, key: str, data: bytes) -> int:
@@ -106,7 +109,8 @@ def _open_and_read(path: Path, chunk_bytes: int) -> tuple[BinaryIO | None, bytes
         raise
 
 
-def _fsync_path(path: Path | str) -> None:
+def fsync_path(path: Path | str) -> None:
+    """Flush a file's contents to disk (:func:`os.fsync`)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -166,14 +170,14 @@ class FilesystemObjectStore:
             self._folders.add(folder)
         return target, folder
 
-    def _publish(self, key: str, source: Path, sync_dir: bool = True) -> int:
+    def _publish(self, key: str, source: Path, sync_dir: bool = True, *, flush: bool = True) -> int:
         """Flush ``source`` and rename it onto the key (atomic); copy first if it is on another filesystem."""
         target, folder = self._folder_for(key)
         temporary: str | None = None
         try:
             size = os.stat(source).st_size
-            if self.fsync:
-                _fsync_path(source)
+            if self.fsync and flush:
+                fsync_path(source)
             try:
                 os.replace(source, target)  # the spool is on the store's filesystem: no copy
             except FileNotFoundError:
@@ -188,7 +192,7 @@ class FilesystemObjectStore:
                 temporary = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
                 shutil.copyfile(source, temporary)
                 if self.fsync:
-                    _fsync_path(temporary)
+                    fsync_path(temporary)
                 os.replace(temporary, target)
                 temporary = None
                 os.unlink(source)
@@ -220,8 +224,9 @@ class FilesystemObjectStore:
         except FileNotFoundError:
             raise NotFound(f"No stored object {key}.") from None
 
-    async def put_files(self, items: list[tuple[str, Path]]) -> list[int | StorageError]:
-        """Publish several files at once: each is flushed (in parallel), each folder once at the end.
+    async def put_files(self, items: list[tuple[str, Path]], *, flushed: bool = False) -> list[int | StorageError]:
+        """Publish several files at once: each is flushed (in parallel; not again if ``flushed``), each
+        folder once at the end.
 
         Returns each file's size, or the :class:`StorageError` that kept it from being published.
         """
@@ -232,7 +237,19 @@ class FilesystemObjectStore:
             except StorageError as exc:
                 return exc
 
-        results = await asyncio.gather(*(one(key, source) for key, source in items))
+        def renames() -> list[int | StorageError]:  # no flush to wait for: all in one thread hop
+            results: list[int | StorageError] = []
+            for key, source in items:
+                try:
+                    results.append(self._publish(key, source, False, flush=False))
+                except StorageError as exc:
+                    results.append(exc)
+            return results
+
+        if flushed or not self.fsync:
+            results = await asyncio.to_thread(renames)
+        else:
+            results = list(await asyncio.gather(*(one(key, source) for key, source in items)))
         folders = {
             self.path(key).parent for (key, _), result in zip(items, results, strict=True) if isinstance(result, int)
         }

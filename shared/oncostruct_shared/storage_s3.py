@@ -87,7 +87,7 @@ class S3ObjectStore:
     async def put_file(self, key: str, source: Path) -> int:
         return await asyncio.to_thread(self._upload, key, source)
 
-    async def put_files(self, items: list[tuple[str, Path]]) -> list[int | StorageError]:
+    async def put_files(self, items: list[tuple[str, Path]], *, flushed: bool = False) -> list[int | StorageError]:
         async def one(key: str, source: Path) -> int | StorageError:
             try:
                 return await self.put_file(key, source)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from oncostruct_shared.errors import NotFound
-from oncostruct_shared.storage import FilesystemObjectStore, ObjectStore, validate_key
+from oncostruct_shared.storage import FilesystemObjectStore, ObjectStore, StorageError, validate_key
 
 
 @pytest.fixture
@@ -90,3 +90,20 @@ def test_without_fsync_objects_are_still_published_whole(tmp_path: Path) -> None
     store = FilesystemObjectStore(tmp_path, fsync=False)
     asyncio.run(store.put_bytes("a/b/c.bin", b"x" * 10))
     assert (tmp_path / "a" / "b" / "c.bin").read_bytes() == b"x" * 10
+
+
+async def test_put_files_publishes_each_file_and_reports_failures(store: FilesystemObjectStore) -> None:
+    for flushed in (False, True):  # True: the caller fsynced the files already; they are only renamed
+        first, second = store.staging_file(), store.staging_file()
+        first.write_bytes(b"one")
+        second.write_bytes(b"second")
+        missing = store.staging_file()
+        results = await store.put_files(
+            [(f"s/{flushed}/a.dcm", first), (f"s/{flushed}/b.dcm", second), (f"s/{flushed}/c.dcm", missing)],
+            flushed=flushed,
+        )
+        assert results[:2] == [3, 6]
+        assert isinstance(results[2], StorageError)
+        assert store.path(f"s/{flushed}/b.dcm").read_bytes() == b"second"
+        assert not first.exists()
+        assert not store.path(f"s/{flushed}/c.dcm").exists()

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oncostruct_shared.db import Database
-from oncostruct_shared.storage import ObjectStore, StorageError
+from oncostruct_shared.storage import FilesystemObjectStore, ObjectStore, StorageError, fsync_path
 
 from . import parsing
 from .config import Settings
@@ -84,7 +84,9 @@ class ParserPool:
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(executor, _warm) for _ in range(self.processes)))
 
-    async def parse(self, paths: list[Path], threshold: int, expected_study: str | None) -> list[tuple[str, Any]]:
+    async def parse(
+        self, paths: list[Path], threshold: int, expected_study: str | None, flush: bool = False
+    ) -> list[tuple[str, Any]]:
         """:func:`parse_file` of each path, in order: the paths split into one task per worker process
         (a task costs about a third of a millisecond of inter-process traffic; a small instance takes
         one to parse). In a thread without processes, or if the pool broke."""
@@ -95,7 +97,10 @@ class ParserPool:
             loop = asyncio.get_running_loop()
             try:
                 results = await asyncio.gather(
-                    *(loop.run_in_executor(executor, parse_files, chunk, threshold, expected_study) for chunk in chunks)
+                    *(
+                        loop.run_in_executor(executor, parse_files, chunk, threshold, expected_study, flush)
+                        for chunk in chunks
+                    )
                 )
             except BrokenProcessPool:  # a worker died (killed, out of memory): new pool; these files in a thread
                 log.error("parser process pool broke; restarting it")
@@ -105,7 +110,7 @@ class ParserPool:
                 for start, chunk_results in enumerate(results):
                     ordered[start :: len(chunks)] = chunk_results
                 return ordered
-        return await asyncio.to_thread(parse_files, names, threshold, expected_study)
+        return await asyncio.to_thread(parse_files, names, threshold, expected_study, flush)
 
     def close(self, *, wait: bool = True) -> None:
         """Stop the processes."""
@@ -129,9 +134,17 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def parse_files(paths: list[str], threshold: int, expected_study: str | None) -> list[tuple[str, Any]]:
-    """:func:`parse_file` of each path (one task of a worker process)."""
-    return [parse_file(path, threshold, expected_study) for path in paths]
+def parse_files(
+    paths: list[str], threshold: int, expected_study: str | None, flush: bool = False
+) -> list[tuple[str, Any]]:
+    """:func:`parse_file` of each path (one task of a worker process); with ``flush``, each parsed file's
+    contents are also flushed to disk here (fsync), beside the server process instead of in it."""
+    results = [parse_file(path, threshold, expected_study) for path in paths]
+    if flush:
+        for path, (outcome, _) in zip(paths, results, strict=True):
+            if outcome == "parsed":
+                fsync_path(path)
+    return results
 
 
 def parse_file(path: str, threshold: int, expected_study: str | None) -> tuple[str, Any]:
@@ -172,11 +185,12 @@ def _storage_key(parsed: parsing.ParsedInstance, sha256: str) -> str:
 
 
 async def _parse(
-    context: IngestContext, files: list[tuple[Path, int, str]], expected_study: str | None
+    context: IngestContext, files: list[tuple[Path, int, str]], expected_study: str | None, flush: bool = False
 ) -> list[tuple[parsing.ParsedInstance, int, str] | PartResult]:
-    """Parse spooled files (adding missing preambles); a failed :class:`PartResult` for bad content."""
+    """Parse spooled files (adding missing preambles; with ``flush``, fsynced by the parser too); a failed
+    :class:`PartResult` for bad content."""
     threshold = context.settings.bulkdata_threshold_bytes
-    outcomes = await context.parsers.parse([path for path, _, _ in files], threshold, expected_study)
+    outcomes = await context.parsers.parse([path for path, _, _ in files], threshold, expected_study, flush)
     return [
         _parsed(outcome, value, size, sha256)
         for (_, size, sha256), (outcome, value) in zip(files, outcomes, strict=True)
@@ -270,7 +284,9 @@ async def ingest_files(
     become visible only after their files are on disk. If that transaction fails, each file is
     indexed on its own, so one bad instance cannot fail the others.
     """
-    parsed_files = await _parse(context, files, expected_study)
+    # A filesystem store that flushes: the parser processes flush the spooled files, the store renames.
+    flush = isinstance(context.store, FilesystemObjectStore) and context.store.fsync
+    parsed_files = await _parse(context, files, expected_study, flush)
     results: list[PartResult | None] = [None] * len(files)
     uids = [p[0].sop_instance_uid for p in parsed_files if not isinstance(p, PartResult)]
     existing = await find_stored_many(await context.database.driver_pool(), uids)
@@ -291,7 +307,7 @@ async def ingest_files(
             results[index] = duplicate
             continue
         batch.append((index, NewFile(parsed, _storage_key(parsed, sha256), size, sha256), files[index][0]))
-    published = await context.store.put_files([(file.key, path) for _, file, path in batch])
+    published = await context.store.put_files([(file.key, path) for _, file, path in batch], flushed=flush)
     ready: list[tuple[int, NewFile]] = []
     for (index, file, _), written in zip(batch, published, strict=True):
         if isinstance(written, StorageError):
