@@ -269,6 +269,11 @@ def _element_json(element: DataElement, path: str, base_path: str, threshold: in
             return {"vr": vr, "BulkDataURI": f"{base_path}/bulkdata/{path}"}
         return {"vr": vr, "InlineBinary": base64.b64encode(data).decode("ascii")}
     result: dict[str, Any] = element.to_json_dict(None, threshold)
+    values = result.get("Value")
+    if values and any(type(value) is not str and isinstance(value, str) for value in values):
+        # pydicom's str subclasses (UID …) as plain str: they cross to the server process without
+        # their class (unpickling a UID re-validates it with a regular expression).
+        result["Value"] = [str(value) if isinstance(value, str) else value for value in values]
     return result
 
 
