@@ -230,6 +230,9 @@ def test_unsupported_key_is_reported_not_silently_ignored(
         ("/studies", {"fuzzymatching": "maybe"}, "true or false"),
         ("/studies", {"includefield": "NoSuchKeyword"}, "keyword"),
         ("/series", {"SeriesNumber": "seven"}, "integer"),
+        ("/instances", {"InstanceNumber": "9999999999"}, "out of range"),
+        ("/studies", {"offset": "99999999999999999999"}, "out of range"),
+        ("/studies", {"limit": "١٢"}, "non-negative integer"),  # Arabic-Indic digits: str.isdigit() says yes
         ("/studies/1.2.x/series", {}, "valid UID"),
         ("/studies/1.2/series/01.2/instances", {}, "valid UID"),
     ],
@@ -240,6 +243,12 @@ def test_invalid_values_are_bad_requests(
     response = _get(f"{dicomweb_url}{path}", issuer, params)
     assert response.status_code == 400
     assert reason in response.headers["warning"]
+
+
+def test_a_huge_limit_is_cut_with_a_warning(dicomweb_url: str, issuer: Issuer) -> None:
+    response = _get(f"{dicomweb_url}/studies", issuer, {"limit": "99999999999999999999"})
+    assert response.status_code == 200
+    assert "limit was reduced" in response.headers["warning"]
 
 
 def test_unacceptable_media_type(dicomweb_url: str, issuer: Issuer) -> None:

@@ -324,9 +324,12 @@ def _int_parameter(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not raw.isdigit() or not raw.isascii():
         raise Invalid(f"{name} must be a non-negative integer, not {raw!r}.")
-    return int(raw)
+    value = int(raw)
+    if name == "offset" and value > 2**63 - 1:  # PostgreSQL's OFFSET is a bigint
+        raise Invalid(f"offset {raw} is out of range.")
+    return value
 
 
 def parse_search(request: Request, settings: Settings, level: Level) -> SearchRequest:
