@@ -215,6 +215,9 @@ def test_unknown_parameter_lenient_and_strict(api: httpx.Client, population: dic
         {"general-practitioner:missing": "maybe"},
         {"_has:Observation:subject:colour": "x"},
         {"gender.name": "x"},
+        {"name": "Do\x00e"},
+        {"identifier": "urn:x|\x00"},
+        {"_count": "1\x00"},
     ],
 )
 def test_invalid_search_values_are_400(api: httpx.Client, params: dict[str, str]) -> None:

@@ -53,6 +53,7 @@ def test_mcode_search_results_parse_with_strict_r4_models(api: httpx.Client, mco
             {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueFoo": 1},
             "Observation.valueFoo",
         ),
+        ({"resourceType": "Patient", "name": [{"family": "Do\u0000e"}]}, "Patient.name[0].family"),
     ],
 )
 def test_invalid_resource_is_rejected_pointing_at_the_element(

@@ -232,6 +232,8 @@ def test_unsupported_key_is_reported_not_silently_ignored(
         ("/series", {"SeriesNumber": "seven"}, "integer"),
         ("/instances", {"InstanceNumber": "9999999999"}, "out of range"),
         ("/studies", {"offset": "99999999999999999999"}, "out of range"),
+        ("/studies", {"PatientID": "P\x00"}, "control character"),
+        ("/studies", {"PatientName": "Doe\x00*"}, "control character"),
         ("/studies", {"limit": "١٢"}, "non-negative integer"),  # Arabic-Indic digits: str.isdigit() says yes
         ("/studies/1.2.x/series", {}, "valid UID"),
         ("/studies/1.2/series/01.2/instances", {}, "valid UID"),

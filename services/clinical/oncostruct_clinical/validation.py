@@ -72,17 +72,21 @@ def _message(text: str) -> str:
     return re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
 
 
-def check_references(value: Any, path: str, problems: list[tuple[str, str]]) -> None:
-    """Collect references whose ``reference`` text is not a FHIR literal reference."""
+def check_references(value: Any, path: str, problems: list[tuple[str, str]], references: bool = True) -> None:
+    """Collect references whose ``reference`` text is not a FHIR literal reference (not in contained
+    resources), and strings holding a NUL anywhere (R4 strings exclude control characters; PostgreSQL
+    cannot store that one)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key == "reference" and isinstance(item, str) and not _REFERENCE.match(item):
+            if references and key == "reference" and isinstance(item, str) and not _REFERENCE.match(item):
                 problems.append((f"{path}.reference", f"malformed reference {item[:80]!r}"))
-            elif key != "contained":
-                check_references(item, f"{path}.{key}", problems)
+            else:
+                check_references(item, f"{path}.{key}", problems, references and key != "contained")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            check_references(item, f"{path}[{i}]", problems)
+            check_references(item, f"{path}[{i}]", problems, references)
+    elif isinstance(value, str) and "\x00" in value:
+        problems.append((path, "a string holds a NUL control character"))
 
 
 def validate_resource(content: dict[str, Any]) -> None:

@@ -148,6 +148,8 @@ def parse_search(
     request = SearchRequest(resource_type=resource_type, count=default_count)
     known = parameters_for(resource_type)
     for key, value in params:
+        if "\x00" in key or "\x00" in value:  # no FHIR string may hold one; PostgreSQL text cannot
+            raise Invalid(f"The search parameter {key!r} contains a NUL control character.", expression=[key])
         if key.split(":")[0] in ("_include", "_revinclude"):
             if key.split(":", 1)[1:] not in ([], ["iterate"]):
                 raise Invalid(f"Unknown modifier on {key!r}.", expression=[key])

@@ -342,6 +342,8 @@ def parse_search(request: Request, settings: Settings, level: Level) -> SearchRe
     include: set[str] = set()
     include_all = False
     for name, value in request.query_params.multi_items():
+        if "\x00" in value or "\x00" in name:  # no DICOM value holds one; PostgreSQL text cannot
+            raise Invalid(f"The query parameter {name!r} contains a NUL control character.")
         if name == "includefield":
             for field_name in value.split(","):
                 field_name = field_name.strip()
