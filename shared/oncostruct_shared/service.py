@@ -16,6 +16,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+import sqlalchemy.exc
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -113,9 +115,35 @@ def _install_error_handlers(app: FastAPI, surface: Surface, validation_status: i
         assert isinstance(exc, RequestValidationError)
         return render(request, _validation_error(exc, validation_status))
 
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        data = _data_exception(exc)
+        if data is None:
+            raise exc  # a server fault: the request middleware answers 500 and logs it
+        # SQLSTATE class 22 (data exception): a value from the request PostgreSQL cannot store or
+        # compare (a NUL in text, a number beyond its column). The transaction was rolled back.
+        log.info("request value refused by the database", extra={"sqlstate": data.sqlstate})
+        return render(
+            request,
+            Invalid(f"A value in the request cannot be stored or compared (SQLSTATE {data.sqlstate})."),
+        )
+
     app.add_exception_handler(OncoStructError, on_domain_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(asyncpg.exceptions.DataError, on_database_error)
+    app.add_exception_handler(sqlalchemy.exc.DBAPIError, on_database_error)
+
+
+def _data_exception(exc: BaseException) -> asyncpg.exceptions.DataError | None:
+    """The asyncpg data exception (SQLSTATE class 22) behind ``exc`` (SQLAlchemy wraps it), if any."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, asyncpg.exceptions.DataError):
+            return seen
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
 
 
 def build_service_app(spec: ServiceSpec) -> FastAPI:

@@ -93,3 +93,15 @@ def test_read_scope_cannot_write(annotations_url: str, issuer: Issuer) -> None:
         annotations_url + BASE, json={"name": "nope"}, headers=bearer(issuer.token("annotations.read"))
     )
     assert response.status_code == 403
+
+
+def test_a_value_postgresql_cannot_store_is_a_problem_not_a_500(api: httpx.Client) -> None:
+    """A NUL in a string passes the request model but no PostgreSQL text can hold it: 400, nothing stored."""
+    name = f"nul-{uuid.uuid4().hex[:8]}"
+    response = api.post(BASE, json={"name": f"{name}\u0000"})
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["status"] == 400
+    assert "cannot be stored" in problem["detail"]
+    listed = api.get(BASE, params={"limit": 200}).json()["items"]
+    assert not [item for item in listed if item["name"].startswith(name)]
