@@ -8,10 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
+import pytest
+from dicomweb_client import DICOMwebClient
 
 from oncostruct_imaging import parsing
+from oncostruct_imaging.layouts import SeriesLayouts
 from oncostruct_imaging.repository import NewFile, QueuedJob, insert_new_instances
 from oncostruct_shared.db import Database
+from oncostruct_shared.errors import NotFound
 from oncostruct_shared.settings import ServiceSettings
 from tests.imaging.factory import ct_dataset, new_uid, to_bytes
 
@@ -59,5 +63,37 @@ async def test_new_instances_and_their_jobs_go_in_together(
         # A new instance while the study's job still waits: stored; the waiting job covers it.
         assert await insert_new_instances(pool, [_new_file(tmp_path, study, series, 3)], jobs) != set()
         assert len(await queued()) == 1
+    finally:
+        await database.dispose()
+
+
+async def test_series_layouts_are_bounded_and_least_recently_used_go_first(
+    imaging_url: str, service_settings: Callable[..., ServiceSettings], client: DICOMwebClient
+) -> None:
+    study = new_uid()
+    series = {name: new_uid() for name in "abc"}
+    stored = {name: [ct_dataset(study, uid, n) for n in (1, 2)] for name, uid in series.items()}
+    client.store_instances([ds for datasets in stored.values() for ds in datasets])
+    database = Database(service_settings("imaging"))
+    pool = await database.driver_pool()
+    layouts = SeriesLayouts(ttl_s=60, max_instances=4)  # room for two series of two
+
+    async def cached(name: str, index: int = 0) -> bool:
+        item, hit = await layouts.instance(pool, study, series[name], stored[name][index].SOPInstanceUID)
+        assert item.sop_instance_uid == stored[name][index].SOPInstanceUID
+        return hit
+
+    try:
+        assert not await cached("a")
+        assert await cached("a", 1)  # the whole series came with the first lookup
+        assert not await cached("b")
+        assert await cached("a")  # a is now the most recently used
+        assert not await cached("c")  # over the bound: b (least recently used) goes
+        assert await cached("a")
+        assert not await cached("b")
+        layouts.forget(study)
+        assert not await cached("a")
+        with pytest.raises(NotFound):
+            await layouts.instance(pool, study, series["a"], new_uid())
     finally:
         await database.dispose()

@@ -20,12 +20,13 @@ from .repository import InstanceFile, find_instances
 
 
 class SeriesLayouts:
-    """Instance layouts by series, least recently used first out."""
+    """Instance layouts by series, least recently used first out, at most ``max_instances`` in all."""
 
-    def __init__(self, ttl_s: float, max_series: int = 256) -> None:
+    def __init__(self, ttl_s: float, max_instances: int = 50_000) -> None:
         self.ttl_s = ttl_s
-        self.max_series = max_series
+        self.max_instances = max_instances  # a few hundred bytes each: tens of MB at most
         self._series: OrderedDict[tuple[str, str], tuple[float, dict[str, InstanceFile]]] = OrderedDict()
+        self._instances = 0
 
     async def instance(self, pool: asyncpg.Pool, study: str, series: str, instance: str) -> tuple[InstanceFile, bool]:
         """The instance's layout and whether it came from the cache; 404 if there is no such instance."""
@@ -40,10 +41,12 @@ class SeriesLayouts:
             return entry[1][instance], True
         items = await find_instances(pool, study, series, with_layout=True)
         by_uid = {item.sop_instance_uid: item for item in items}
-        self._series[key] = (now + self.ttl_s, by_uid)
-        self._series.move_to_end(key)
-        while len(self._series) > self.max_series:
-            self._series.popitem(last=False)
+        self._drop(key)
+        if len(by_uid) <= self.max_instances:
+            self._series[key] = (now + self.ttl_s, by_uid)
+            self._instances += len(by_uid)
+            while self._instances > self.max_instances:
+                self._drop(next(iter(self._series)))
         if instance not in by_uid:
             raise NotFound("No such instance in this archive.")
         return by_uid[instance], False
@@ -51,4 +54,9 @@ class SeriesLayouts:
     def forget(self, study: str, series: str | None = None) -> None:
         """Drop a series (or every series of a study)."""
         for key in [key for key in self._series if key[0] == study and series in (None, key[1])]:
-            del self._series[key]
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        entry = self._series.pop(key, None)
+        if entry is not None:
+            self._instances -= len(entry[1])
