@@ -7,19 +7,44 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 
-from tests.support import Issuer, bearer, free_port
+from oncostruct_imaging.app import create_app
+from oncostruct_shared.settings import ServiceSettings
+from tests.support import Issuer, LiveServer, PostgresServer, bearer, free_port
+
+#: Runs an imaging service of its own for a block: ``with private_imaging("db", **settings) as base_url``.
+PrivateImaging = Callable[..., AbstractContextManager[str]]
 
 ALL_SCOPES = ("dicomweb.read", "dicomweb.write", "dicomweb.delete")
 ORTHANC = Path("/usr/sbin/Orthanc")
 ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+@pytest.fixture(scope="session")
+def private_imaging(postgres: PostgresServer, service_settings: Callable[..., ServiceSettings]) -> PrivateImaging:
+    """An imaging service on a database of its own (created here) with settings overrides; yields its
+    DICOMweb base URL. Its queue worker serves only that database's jobs."""
+
+    @contextmanager
+    def run(database: str, **overrides: Any) -> Iterator[str]:
+        postgres.create_database(database)
+        port = free_port()
+        settings = service_settings(
+            "imaging", database=database, base_url=f"http://127.0.0.1:{port}/dicomweb", **overrides
+        )
+        with LiveServer(create_app(settings), port=port) as server:
+            yield f"{server.url}/dicomweb"
+
+    return run
 
 
 @pytest.fixture(scope="session")

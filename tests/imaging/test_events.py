@@ -13,8 +13,8 @@ from dicomweb_client import DICOMwebClient
 from fhirpy import SyncFHIRClient
 
 from oncostruct_clinical.app import create_app as create_clinical
-from oncostruct_imaging.app import create_app as create_imaging
 from oncostruct_shared.settings import ServiceSettings
+from tests.imaging.conftest import PrivateImaging
 from tests.imaging.factory import ct_dataset, new_uid
 from tests.support import Issuer, LiveServer, PostgresServer, free_port
 
@@ -111,21 +111,13 @@ def test_quiet_series_is_announced_once_per_content(client: DICOMwebClient, post
 def test_linking_retries_until_the_clinical_service_answers(
     postgres: PostgresServer,
     service_settings: Callable[..., ServiceSettings],
+    private_imaging: PrivateImaging,
     issuer: Issuer,
     fhir: SyncFHIRClient,
 ) -> None:
     """Stores succeed while the clinical service is down; the link is retried (a second store meanwhile
     neither fails nor leaves a job stuck) and lands once the clinical service is up."""
-    postgres.create_database("test_imaging_link")
-    clinical_port, imaging_port = free_port(), free_port()
-    settings = service_settings(
-        "imaging",
-        database="test_imaging_link",
-        base_url=f"http://127.0.0.1:{imaging_port}/dicomweb",
-        clinical_url=f"http://127.0.0.1:{clinical_port}/fhir",
-        link_retry_base_s=0.5,
-        link_retry_max_s=1.0,
-    )
+    clinical_port = free_port()
     study, patient = new_uid(), f"DOWN-{new_uid()[-6:]}"
 
     def jobs() -> list[dict[str, Any]]:
@@ -136,10 +128,13 @@ def test_linking_retries_until_the_clinical_service_answers(
         )
         return [{"status": row["status"], "args": _args(row["args"])} for row in rows]
 
-    with LiveServer(create_imaging(settings), port=imaging_port) as imaging:
-        client = DICOMwebClient(
-            f"{imaging.url}/dicomweb", headers={"Authorization": f"Bearer {issuer.token('dicomweb.write')}"}
-        )
+    with private_imaging(
+        "test_imaging_link",
+        clinical_url=f"http://127.0.0.1:{clinical_port}/fhir",
+        link_retry_base_s=0.5,
+        link_retry_max_s=1.0,
+    ) as base_url:
+        client = DICOMwebClient(base_url, headers={"Authorization": f"Bearer {issuer.token('dicomweb.write')}"})
         client.store_instances([ct_dataset(study, new_uid(), 1, patient_id=patient)])
 
         def retrying() -> None:
@@ -169,21 +164,11 @@ def _args(value: Any) -> dict[str, Any]:
 
 
 def test_a_standalone_archive_does_not_link(
-    postgres: PostgresServer, service_settings: Callable[..., ServiceSettings], issuer: Issuer
+    postgres: PostgresServer, private_imaging: PrivateImaging, issuer: Issuer
 ) -> None:
     """LINK_STUDIES=false: stores defer no ImagingStudy link (the series-complete check still runs)."""
-    postgres.create_database("test_imaging_standalone")
-    port = free_port()
-    settings = service_settings(
-        "imaging",
-        database="test_imaging_standalone",
-        base_url=f"http://127.0.0.1:{port}/dicomweb",
-        link_studies=False,
-    )
-    with LiveServer(create_imaging(settings), port=port) as imaging:
-        client = DICOMwebClient(
-            f"{imaging.url}/dicomweb", headers={"Authorization": f"Bearer {issuer.token('dicomweb.write')}"}
-        )
+    with private_imaging("test_imaging_standalone", link_studies=False) as base_url:
+        client = DICOMwebClient(base_url, headers={"Authorization": f"Bearer {issuer.token('dicomweb.write')}"})
         client.store_instances([ct_dataset(new_uid(), new_uid(), 1)])
         tasks = [
             row["task_name"]

@@ -7,7 +7,7 @@ it would reach MinIO or AWS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -15,10 +15,9 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from moto.server import ThreadedMotoServer
 
-from oncostruct_imaging.app import create_app
-from oncostruct_shared.settings import ServiceSettings
+from tests.imaging.conftest import PrivateImaging
 from tests.imaging.factory import ct_dataset, new_uid, to_bytes
-from tests.support import Issuer, LiveServer, PostgresServer, free_port
+from tests.support import Issuer, free_port
 
 BUCKET = "oncostruct-test"
 
@@ -50,23 +49,16 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 
 
 @pytest.fixture(scope="module")
-def imaging_s3(
-    s3: Any, postgres: PostgresServer, service_settings: Callable[..., ServiceSettings], clinical_url: str
-) -> Iterator[str]:
-    postgres.create_database("imaging_s3")
-    port = free_port()
-    settings = service_settings(
-        "imaging",
-        database="imaging_s3",
-        base_url=f"http://127.0.0.1:{port}/dicomweb",
+def imaging_s3(s3: Any, private_imaging: PrivateImaging, clinical_url: str) -> Iterator[str]:
+    with private_imaging(
+        "imaging_s3",
         clinical_url=f"{clinical_url}/fhir",
         storage_backend="s3",
         s3_bucket=BUCKET,
         s3_prefix="imaging/",
         s3_endpoint_url=s3.endpoint,
-    )
-    with LiveServer(create_app(settings), port=port) as server:
-        yield f"{server.url}/dicomweb"
+    ) as base_url:
+        yield base_url
 
 
 def test_stow_wado_and_delete_on_s3(imaging_s3: str, s3: Any, issuer: Issuer) -> None:
