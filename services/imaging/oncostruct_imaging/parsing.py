@@ -9,10 +9,10 @@ by reading the element and item headers (PS3.5 §7.5, §A.4), never loaded.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -24,9 +24,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-from pydicom.valuerep import PersonName
 
-from . import fastjson
+from . import fastjson, rawheader
 from .uids import is_valid_uid
 
 # Failure Reason (0008,1197) values, PS3.18 Table I.2-2 and PS3.7 Annex C.
@@ -107,6 +106,8 @@ SERIES_LEVEL_TAGS = frozenset(
         "00400275",
     ]
 )
+_STUDY_LEVEL_KEYS = frozenset(f"{tag:08X}" for tag in STUDY_LEVEL_TAGS)
+_SERIES_LEVEL_KEYS = frozenset(f"{tag:08X}" for tag in SERIES_LEVEL_TAGS)
 
 
 class InstanceRejected(Exception):
@@ -180,48 +181,27 @@ def normalize_tm(value: str | None) -> str | None:
     return f"{whole}.{fraction[:6].ljust(6, '0')}"
 
 
-def _first(value: Any) -> Any:
-    if isinstance(value, MultiValue | list):
-        return value[0] if len(value) else None
-    return value
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    if keyword not in ds:
+def _entry_text(entry: dict[str, Any] | None) -> str | None:
+    if entry is None:
         return None
-    value = _first(ds[keyword].value)
-    if value is None or value == "":
+    value = (entry.get("Value") or [None])[0]
+    if value is None or value == "" or isinstance(value, dict):
         return None
     return str(value).strip() or None
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    text = _text(ds, keyword)
-    try:
-        return int(float(text)) if text is not None else None
-    except ValueError:
-        return None
-
-
 class _Attributes:
-    """First values of top-level attributes, from the computed DICOM JSON where it has them (no second
-    conversion by pydicom), else from the data set."""
+    """First values of top-level attributes, from the instance's computed DICOM JSON (no second conversion)."""
 
-    def __init__(self, ds: Dataset, metadata: dict[str, Any] | None = None) -> None:
-        self.ds = ds
+    def __init__(self, metadata: dict[str, Any]) -> None:
         self.metadata = metadata
 
+    def _entry(self, keyword: str) -> dict[str, Any] | None:
+        key = _keyword_key(keyword)
+        return self.metadata.get(key) if key is not None else None
+
     def text(self, keyword: str) -> str | None:
-        if self.metadata is None:
-            return _text(self.ds, keyword)
-        tag = keyword_tag(keyword)
-        entry = self.metadata.get(tag_hex(tag)) if tag is not None else None
-        if entry is None:
-            return None
-        value = (entry.get("Value") or [None])[0]
-        if value is None or value == "" or isinstance(value, dict):
-            return None
-        return str(value).strip() or None
+        return _entry_text(self._entry(keyword))
 
     def int(self, keyword: str) -> int | None:
         text = self.text(keyword)
@@ -230,26 +210,23 @@ class _Attributes:
         except ValueError:
             return None
 
-
-def person_name_groups(ds: Dataset, keyword: str) -> PersonNameGroups:
-    """The decoded component groups of a PN attribute (character set applied)."""
-    if keyword not in ds:
-        return PersonNameGroups()
-    value = _first(ds[keyword].value)
-    if not isinstance(value, PersonName):
+    def person_name(self, keyword: str) -> PersonNameGroups:
+        """The component groups of a PN attribute's first value (character set applied)."""
+        entry = self._entry(keyword)
+        value = (entry.get("Value") or [None])[0] if entry is not None else None
+        if isinstance(value, dict):
+            return PersonNameGroups(
+                value.get("Alphabetic") or None, value.get("Ideographic") or None, value.get("Phonetic") or None
+            )
         return PersonNameGroups(alphabetic=str(value) if value else None)
-    groups = [*value.components, "", "", ""]
-    return PersonNameGroups(*(group or None for group in groups[:3]))
 
-
-def _sequence_values(ds: Dataset, sequence: str, keyword: str) -> list[str]:
-    values: list[str] = []
-    if sequence in ds:
-        for item in ds[sequence].value or []:
-            text = _text(item, keyword)
-            if text:
-                values.append(text)
-    return values
+    def sequence_values(self, sequence: str, keyword: str) -> list[str]:
+        """The values of ``keyword`` in the items of ``sequence``."""
+        entry, key = self._entry(sequence), _keyword_key(keyword)
+        if entry is None or key is None:
+            return []
+        texts = (_entry_text(item.get(key)) for item in entry.get("Value") or [] if isinstance(item, dict))
+        return [text for text in texts if text]
 
 
 def _element_json(element: DataElement, path: str, base_path: str, threshold: int) -> dict[str, Any]:
@@ -338,7 +315,12 @@ def _native_frame_bytes(ds: _Attributes, bits: int) -> int | None:
 
 
 def _pixel_layout(
-    handle: BinaryIO, ds: _Attributes, little: bool, implicit: bool, file_size: int
+    handle: BinaryIO,
+    ds: _Attributes,
+    little: bool,
+    implicit: bool,
+    file_size: int,
+    extended_offset_table: bytes | None,
 ) -> _PixelLayout | None:
     header = handle.read(8)
     if len(header) < 8:
@@ -385,13 +367,13 @@ def _pixel_layout(
     if not items:
         raise InstanceRejected(CANNOT_UNDERSTAND, "The encapsulated pixel data has no Basic Offset Table item.")
     bot, fragments = items[0], items[1:]
-    frames = _encapsulated_frames(handle, ds.ds, bot, fragments, frame_count, endian)
+    frames = _encapsulated_frames(handle, extended_offset_table, bot, fragments, frame_count, endian)
     return _PixelLayout(tag, vr, frames, value_offset, total)
 
 
 def _encapsulated_frames(
     handle: BinaryIO,
-    ds: Dataset,
+    extended_offset_table: bytes | None,
     bot: tuple[int, int, int],
     fragments: list[tuple[int, int, int]],
     frame_count: int,
@@ -406,8 +388,8 @@ def _encapsulated_frames(
         handle.seek(bot[1])
         raw = _read_exact(handle, bot[2])
         starts = list(struct.unpack(f"{endian}{bot[2] // 4}I", raw))
-    elif "ExtendedOffsetTable" in ds:
-        raw = bytes(ds.ExtendedOffsetTable)
+    elif extended_offset_table:
+        raw = extended_offset_table
         starts = list(struct.unpack(f"{endian}{len(raw) // 8}Q", raw))
     if starts is not None and len(starts) == frame_count:
         first = fragments[0][0]
@@ -436,8 +418,7 @@ def _check_uid(value: str | None, keyword: str, sop_class: str, sop_instance: st
     return value
 
 
-def _subset(metadata: dict[str, Any], tags: Iterable[int]) -> dict[str, Any]:
-    wanted = {tag_hex(tag) for tag in tags}
+def _subset(metadata: dict[str, Any], wanted: frozenset[str]) -> dict[str, Any]:
     return {key: value for key, value in metadata.items() if key in wanted}
 
 
@@ -465,8 +446,177 @@ def add_missing_preamble(path: Path) -> tuple[int, str] | None:
     return size, digest.hexdigest()
 
 
-def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str | None = None) -> ParsedInstance:
+@dataclass
+class _Header:
+    """What the tail of :func:`parse_instance` needs from either reader."""
+
+    sop_class: str
+    sop_instance: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax: str
+    base_path: str
+    metadata: dict[str, Any]
+    bulk_offsets: dict[str, list[int]]
+    extended_offset_table: bytes | None
+    #: Where Pixel Data would start (the reader stopped there); None when offsets are meaningless (deflated).
+    pixel_position: int | None
+
+
+def _identify(
+    sop_class: str,
+    sop_instance: str,
+    transfer_syntax: str,
+    media: tuple[str, str],
+    study_text: str | None,
+    series_text: str | None,
+    expected_study: str | None,
+) -> tuple[str, str, str]:
+    """Check the identifying attributes; ``(study, series, base path)``."""
+    if not sop_instance or not is_valid_uid(sop_instance) or not sop_class or not is_valid_uid(sop_class):
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND, "SOP Class UID or SOP Instance UID is missing or invalid.", sop_class, sop_instance
+        )
+    if not is_valid_uid(transfer_syntax):
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND, "The file meta information has no Transfer Syntax UID.", sop_class, sop_instance
+        )
+    for meta_value, value, name in ((media[0], sop_class, "Class"), (media[1], sop_instance, "Instance")):
+        if meta_value != value:
+            raise InstanceRejected(
+                DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                f"Media Storage SOP {name} UID differs from the data set's SOP {name} UID.",
+                sop_class,
+                sop_instance,
+            )
+    study_uid = _check_uid(study_text, "Study Instance UID", sop_class, sop_instance)
+    series_uid = _check_uid(series_text, "Series Instance UID", sop_class, sop_instance)
+    if expected_study is not None and study_uid != expected_study:
+        raise InstanceRejected(
+            STUDY_INSTANCE_UID_MISMATCH,
+            "The instance's Study Instance UID differs from the study in the request URL.",
+            sop_class,
+            sop_instance,
+        )
+    return study_uid, series_uid, f"/studies/{study_uid}/series/{series_uid}/instances/{sop_instance}"
+
+
+def _read_raw(header: rawheader.RawHeader, threshold: int, expected_study: str | None) -> _Header:
+    """The header read without pydicom (raises :class:`rawheader.Unsupported` to fall back to it)."""
+    sop_class, sop_instance = header.uid(0x00080016), header.uid(0x00080018)
+    study_uid, series_uid, base_path = _identify(
+        sop_class,
+        sop_instance,
+        header.transfer_syntax,
+        (header.meta.get(0x0002, sop_class), header.meta.get(0x0003, sop_instance)),
+        header.uid(0x0020000D).strip() or None,
+        header.uid(0x0020000E).strip() or None,
+        expected_study,
+    )
+    table = header.elements.get(0x7FE00001)
+    return _Header(
+        sop_class,
+        sop_instance,
+        study_uid,
+        series_uid,
+        header.transfer_syntax,
+        base_path,
+        header.metadata(base_path, threshold),
+        header.bulk_offsets(threshold),
+        table.value if table is not None else None,
+        header.pixel_position,
+    )
+
+
+def _read_with_pydicom(handle: BinaryIO, threshold: int, expected_study: str | None) -> _Header:
+    """The header read by pydicom: every transfer syntax and character set it knows."""
+    head = handle.read(132)
+    handle.seek(0)
+    # PS3.10 §7.1 wants the 128-byte preamble and "DICM"; some writers (pydicom's dcmwrite of an
+    # in-memory data set, as dicomweb-client sends) start straight with the File Meta group.
+    bare_meta = head[:2] == b"\x02\x00" and head[128:132] != b"DICM"
+    try:
+        ds = pydicom.dcmread(handle, stop_before_pixels=True, force=bare_meta)
+    except Exception as exc:  # pydicom raises many types for files it cannot read
+        raise InstanceRejected(CANNOT_UNDERSTAND, f"Not a readable DICOM PS3.10 file ({type(exc).__name__}).") from exc
+    position = handle.tell()
+    meta = ds.file_meta
+    if bare_meta and "TransferSyntaxUID" not in meta:
+        raise InstanceRejected(CANNOT_UNDERSTAND, "Not a DICOM PS3.10 file (no File Meta Information).")
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+    transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
+
+    def text(keyword: str) -> str | None:
+        value = ds[keyword].value if keyword in ds else None
+        if isinstance(value, MultiValue | list):
+            value = value[0] if len(value) else None
+        return (str(value).strip() or None) if value is not None and value != "" else None
+
+    study_uid, series_uid, base_path = _identify(
+        sop_class,
+        sop_instance,
+        transfer_syntax,
+        (
+            str(meta.get("MediaStorageSOPClassUID", sop_class)),
+            str(meta.get("MediaStorageSOPInstanceUID", sop_instance)),
+        ),
+        text("StudyInstanceUID"),
+        text("SeriesInstanceUID"),
+        expected_study,
+    )
+    syntax = pydicom.uid.UID(transfer_syntax)
+    deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+    explicit_little = (
+        transfer_syntax == ExplicitVRLittleEndian
+        or deflated
+        or (syntax.is_transfer_syntax and syntax.is_little_endian and not syntax.is_implicit_VR)
+    )
+    bulk_offsets: dict[str, list[int]] = {}
+    # Before converting: a converted element no longer knows its offset.
+    # Offsets in a deflated file point into the inflated stream: not usable for ranged reads.
+    for tag in [] if deflated else list(ds.keys()):
+        raw = ds.get_item(tag)
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.value_tell is not None
+            and raw.length != _UNDEFINED
+            and (raw.VR or "") in _BINARY_VRS
+            and raw.length > threshold
+        ):
+            bulk_offsets[tag_hex(int(tag))] = [raw.value_tell, raw.length]
+    charset = ds.get_item(0x00080005)
+    codec = fastjson.charset_codec(charset.value if charset is not None else None)
+    try:
+        metadata = dataset_json(ds, "", base_path, threshold, explicit_little, codec)
+    except Exception as exc:
+        raise InstanceRejected(
+            CANNOT_UNDERSTAND, f"An attribute value cannot be decoded ({type(exc).__name__}).", sop_class, sop_instance
+        ) from exc
+    if deflated and "Rows" in ds:
+        metadata["7FE00010"] = {"vr": "OB", "BulkDataURI": f"{base_path}/bulkdata/7FE00010"}
+    table = bytes(ds.ExtendedOffsetTable) if "ExtendedOffsetTable" in ds else None
+    return _Header(
+        sop_class,
+        sop_instance,
+        study_uid,
+        series_uid,
+        transfer_syntax,
+        base_path,
+        metadata,
+        bulk_offsets,
+        table,
+        None if deflated else position,
+    )
+
+
+def parse_instance(
+    path: Path, *, bulkdata_threshold: int, expected_study: str | None = None, fast: bool = True
+) -> ParsedInstance:
     """Read the PS3.10 file at ``path`` once and compute what the index keeps about it.
+
+    Plain explicit VR little endian files are read straight from their bytes (:mod:`.rawheader`);
+    anything else, anything that reader is unsure of, and every file when ``fast`` is false, with pydicom.
 
     Raises
     ------
@@ -475,108 +625,46 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
     """
     file_size = path.stat().st_size
     with open(path, "rb") as handle:
-        head = handle.read(132)
-        handle.seek(0)
-        # PS3.10 §7.1 wants the 128-byte preamble and "DICM"; some writers (pydicom's dcmwrite of an
-        # in-memory data set, as dicomweb-client sends) start straight with the File Meta group.
-        bare_meta = head[:2] == b"\x02\x00" and head[128:132] != b"DICM"
-        try:
-            ds = pydicom.dcmread(handle, stop_before_pixels=True, force=bare_meta)
-        except Exception as exc:  # pydicom raises many types for files it cannot read
-            raise InstanceRejected(
-                CANNOT_UNDERSTAND, f"Not a readable DICOM PS3.10 file ({type(exc).__name__})."
-            ) from exc
-        meta = ds.file_meta
-        if bare_meta and "TransferSyntaxUID" not in meta:
-            raise InstanceRejected(CANNOT_UNDERSTAND, "Not a DICOM PS3.10 file (no File Meta Information).")
-        sop_class = str(ds.get("SOPClassUID", "") or "")
-        sop_instance = str(ds.get("SOPInstanceUID", "") or "")
-        if not sop_instance or not is_valid_uid(sop_instance) or not sop_class or not is_valid_uid(sop_class):
-            raise InstanceRejected(
-                CANNOT_UNDERSTAND, "SOP Class UID or SOP Instance UID is missing or invalid.", sop_class, sop_instance
-            )
-        transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "")
-        if not is_valid_uid(transfer_syntax):
-            raise InstanceRejected(
-                CANNOT_UNDERSTAND, "The file meta information has no Transfer Syntax UID.", sop_class, sop_instance
-            )
-        if str(meta.get("MediaStorageSOPClassUID", sop_class)) != sop_class:
-            raise InstanceRejected(
-                DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                "Media Storage SOP Class UID differs from the data set's SOP Class UID.",
-                sop_class,
-                sop_instance,
-            )
-        if str(meta.get("MediaStorageSOPInstanceUID", sop_instance)) != sop_instance:
-            raise InstanceRejected(
-                DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                "Media Storage SOP Instance UID differs from the data set's SOP Instance UID.",
-                sop_class,
-                sop_instance,
-            )
-        study_uid = _check_uid(_text(ds, "StudyInstanceUID"), "Study Instance UID", sop_class, sop_instance)
-        series_uid = _check_uid(_text(ds, "SeriesInstanceUID"), "Series Instance UID", sop_class, sop_instance)
-        if expected_study is not None and study_uid != expected_study:
-            raise InstanceRejected(
-                STUDY_INSTANCE_UID_MISMATCH,
-                "The instance's Study Instance UID differs from the study in the request URL.",
-                sop_class,
-                sop_instance,
-            )
-        base_path = f"/studies/{study_uid}/series/{series_uid}/instances/{sop_instance}"
-        explicit_little = transfer_syntax in (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian) or (
-            pydicom.uid.UID(transfer_syntax).is_transfer_syntax
-            and pydicom.uid.UID(transfer_syntax).is_little_endian
-            and not pydicom.uid.UID(transfer_syntax).is_implicit_VR
-        )
-        charset = ds.get_item(0x00080005)
-        codec = fastjson.charset_codec(charset.value if charset is not None else None)
-        try:
-            metadata = dataset_json(ds, "", base_path, bulkdata_threshold, explicit_little, codec)
-        except Exception as exc:
-            raise InstanceRejected(
-                CANNOT_UNDERSTAND,
-                f"An attribute value cannot be decoded ({type(exc).__name__}).",
-                sop_class,
-                sop_instance,
-            ) from exc
-        attributes = _Attributes(ds, metadata)
+        raw = rawheader.read_header(handle, bulkdata_threshold) if fast else None
+        header: _Header | None = None
+        if raw is not None:
+            try:
+                header = _read_raw(raw, bulkdata_threshold, expected_study)
+            except rawheader.Unsupported:
+                header = None
+        if header is None:
+            handle.seek(0)
+            header = _read_with_pydicom(handle, bulkdata_threshold, expected_study)
+        metadata = header.metadata
+        attributes = _Attributes(metadata)
         layout: _PixelLayout | None = None
-        if transfer_syntax != DeflatedExplicitVRLittleEndian:
-            raw_ts = pydicom.uid.UID(transfer_syntax)
-            little = raw_ts.is_little_endian if raw_ts.is_transfer_syntax else True
-            implicit = raw_ts.is_implicit_VR if raw_ts.is_transfer_syntax else False
-            layout = _pixel_layout(handle, attributes, little, implicit, file_size)
-        bulk_offsets: dict[str, list[int]] = {}
-        # Offsets in a deflated file point into the inflated stream: not usable for ranged reads.
-        indexed = [] if transfer_syntax == DeflatedExplicitVRLittleEndian else list(ds.keys())
-        for tag in indexed:
-            raw = ds.get_item(tag)
-            if (
-                isinstance(raw, RawDataElement)
-                and raw.value_tell is not None
-                and raw.length != _UNDEFINED
-                and (raw.VR or "") in _BINARY_VRS
-                and raw.length > bulkdata_threshold
-            ):
-                bulk_offsets[tag_hex(int(tag))] = [raw.value_tell, raw.length]
+        if header.pixel_position is not None:
+            syntax = pydicom.uid.UID(header.transfer_syntax)
+            little = syntax.is_little_endian if syntax.is_transfer_syntax else True
+            implicit = syntax.is_implicit_VR if syntax.is_transfer_syntax else False
+            handle.seek(header.pixel_position)
+            layout = _pixel_layout(handle, attributes, little, implicit, file_size, header.extended_offset_table)
+    return _instance(header, attributes, layout)
+
+
+def _instance(header: _Header, attributes: _Attributes, layout: _PixelLayout | None) -> ParsedInstance:
+    metadata, bulk_offsets = header.metadata, header.bulk_offsets
     frames = None
     if layout is not None:
         key = tag_hex(layout.tag)
-        metadata[key] = {"vr": layout.vr, "BulkDataURI": f"{base_path}/bulkdata/{key}"}
+        metadata[key] = {"vr": layout.vr, "BulkDataURI": f"{header.base_path}/bulkdata/{key}"}
         bulk_offsets[key] = [layout.value_offset, layout.value_length]
         frames = layout.frames
-    elif transfer_syntax == DeflatedExplicitVRLittleEndian and "Rows" in ds:
-        metadata["7FE00010"] = {"vr": "OB", "BulkDataURI": f"{base_path}/bulkdata/7FE00010"}
     metadata = dict(sorted(metadata.items()))
-    patient_name = person_name_groups(ds, "PatientName")
-    referring = person_name_groups(ds, "ReferringPhysicianName")
-    has_pixels = layout is not None or transfer_syntax == DeflatedExplicitVRLittleEndian
+    patient_name = attributes.person_name("PatientName")
+    referring = attributes.person_name("ReferringPhysicianName")
+    has_pixels = layout is not None or header.transfer_syntax == DeflatedExplicitVRLittleEndian
+    sop_class, transfer_syntax = header.sop_class, header.transfer_syntax
     return ParsedInstance(
         sop_class_uid=sop_class,
-        sop_instance_uid=sop_instance,
-        study_instance_uid=study_uid,
-        series_instance_uid=series_uid,
+        sop_instance_uid=header.sop_instance,
+        study_instance_uid=header.study_uid,
+        series_instance_uid=header.series_uid,
         transfer_syntax_uid=transfer_syntax,
         patient={
             "patient_id": attributes.text("PatientID") or "",
@@ -604,10 +692,10 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
             "body_part_examined": attributes.text("BodyPartExamined"),
             "pps_start_date": parse_da(attributes.text("PerformedProcedureStepStartDate")),
             "pps_start_time": normalize_tm(attributes.text("PerformedProcedureStepStartTime")),
-            "scheduled_procedure_step_ids": _sequence_values(
-                ds, "RequestAttributesSequence", "ScheduledProcedureStepID"
+            "scheduled_procedure_step_ids": attributes.sequence_values(
+                "RequestAttributesSequence", "ScheduledProcedureStepID"
             ),
-            "requested_procedure_ids": _sequence_values(ds, "RequestAttributesSequence", "RequestedProcedureID"),
+            "requested_procedure_ids": attributes.sequence_values("RequestAttributesSequence", "RequestedProcedureID"),
         },
         instance={
             "sop_class_uid": sop_class,
@@ -619,8 +707,8 @@ def parse_instance(path: Path, *, bulkdata_threshold: int, expected_study: str |
             "number_of_frames": (attributes.int("NumberOfFrames") or 1) if has_pixels else None,
         },
         metadata_json=json.dumps(metadata, ensure_ascii=False, separators=(",", ":")),
-        study_attributes=_subset(metadata, STUDY_LEVEL_TAGS),
-        series_attributes=_subset(metadata, SERIES_LEVEL_TAGS),
+        study_attributes=_subset(metadata, _STUDY_LEVEL_KEYS),
+        series_attributes=_subset(metadata, _SERIES_LEVEL_KEYS),
         frames=frames,
         bulkdata=bulk_offsets,
     )
@@ -635,6 +723,12 @@ def keyword_tag(name: str) -> int | None:
             pass
     tag = pydicom.datadict.tag_for_keyword(name)
     return int(tag) if tag is not None else None
+
+
+@functools.cache
+def _keyword_key(keyword: str) -> str | None:
+    tag = keyword_tag(keyword)
+    return tag_hex(tag) if tag is not None else None
 
 
 def tag_of(value: int | BaseTag) -> BaseTag:

@@ -1,0 +1,111 @@
+"""Ingest reads plain files without pydicom (:mod:`oncostruct_imaging.rawheader`); the result must be
+exactly what reading them with pydicom gives — checked on pydicom's own test files and on generated ones."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pydicom.data
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ImplicitVRLittleEndian
+
+from oncostruct_imaging import parsing, rawheader
+from tests.imaging.factory import ct_dataset, new_uid, to_bytes
+
+
+def _outcome(path: Path, fast: bool) -> parsing.ParsedInstance | tuple[int, str]:
+    try:
+        return parsing.parse_instance(path, bulkdata_threshold=1024, fast=fast)
+    except parsing.InstanceRejected as rejected:
+        return rejected.reason, rejected.detail
+
+
+def _read_without_pydicom(path: Path) -> bool:
+    """Whether the raw reader handles this file on its own (no fallback to pydicom)."""
+    with open(path, "rb") as handle:
+        header = rawheader.read_header(handle, 1024)
+    if header is None:
+        return False
+    try:
+        header.metadata("/x", 1024)
+    except rawheader.Unsupported:
+        return False
+    return True
+
+
+def test_same_result_as_pydicom_on_its_test_files() -> None:
+    compared = raw = 0
+    # The files shipped inside the pydicom wheel (get_testdata_files would try to download more).
+    for path in sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = _outcome(path, fast=False)
+            got = _outcome(path, fast=True)
+        assert got == expected, path.name
+        compared += 1
+        raw += _read_without_pydicom(path)
+    print(f"compared {compared} files, {raw} read without pydicom")
+    assert compared >= 70
+    assert raw >= 25  # most explicit VR little endian files take the raw path
+
+
+def _with_everything(study: str, series: str) -> Dataset:
+    ds = ct_dataset(study, series, 1, patient_name="Müller^Jürgen=ミュラー^ユルゲン=")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ReferringPhysicianName = "Doe^J\\Roe^R"
+    ds.ImageType = ["ORIGINAL", "", "AXIAL"]
+    ds.FrameIncrementPointer = [0x00181063, 0x00181065]
+    ds.add_new(0x00291010, "OB", b"\x01" * 2000)  # a private binary value over the bulk data threshold
+    ds.add_new(0x00291011, "OB", b"\x02" * 10)
+    item = Dataset()
+    item.ScheduledProcedureStepID = "SPS1 "
+    item.RequestedProcedureID = "RP1"
+    nested = Dataset()
+    nested.CodeValue = "T-A0100"
+    nested.CodingSchemeDesignator = "SRT"
+    nested.CodeMeaning = "Gehirn"
+    item.ReasonForRequestedProcedureCodeSequence = Sequence([nested])
+    ds.RequestAttributesSequence = Sequence([item, Dataset()])
+    ds.ReferencedImageSequence = Sequence([])
+    return ds
+
+
+@pytest.mark.parametrize("undefined_lengths", [False, True])
+def test_same_result_on_a_generated_instance_with_sequences_names_and_bulk_data(
+    tmp_path: Path, undefined_lengths: bool
+) -> None:
+    ds = _with_everything(new_uid(), new_uid())
+    path = tmp_path / "x.dcm"
+    if undefined_lengths:  # sequences and items of undefined length, closed by delimiters
+        for element in ds.iterall():
+            if element.VR == "SQ":
+                element.is_undefined_length = True
+                for item in element.value:
+                    item.is_undefined_length_sequence_item = True
+    path.write_bytes(to_bytes(ds))
+    assert _read_without_pydicom(path)
+    fast, slow = _outcome(path, fast=True), _outcome(path, fast=False)
+    assert fast == slow
+    assert isinstance(fast, parsing.ParsedInstance)
+    assert fast.patient["name_ideographic"] == "ミュラー^ユルゲン"
+    assert fast.series["scheduled_procedure_step_ids"] == ["SPS1"]
+    assert fast.bulkdata["00291010"][1] == 2000
+    assert '"00291011":{"vr":"OB","InlineBinary":"AgICAgICAgICAg=="}' in fast.metadata_json
+
+
+def test_files_the_raw_reader_leaves_to_pydicom(tmp_path: Path) -> None:
+    japanese = ct_dataset(new_uid(), new_uid(), 1, patient_name="Yamada^Tarou")
+    japanese.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    implicit = ct_dataset(new_uid(), new_uid(), 1)
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    for name, ds in (("japanese", japanese), ("implicit", implicit)):
+        path = tmp_path / f"{name}.dcm"
+        path.write_bytes(to_bytes(ds))
+        assert not _read_without_pydicom(path), name
+        assert _outcome(path, fast=True) == _outcome(path, fast=False)
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(to_bytes(ct_dataset(new_uid(), new_uid(), 1))[:700])
+    assert _outcome(truncated, fast=True) == _outcome(truncated, fast=False)
