@@ -78,7 +78,9 @@ async def test_missing_objects_are_not_found_and_delete_is_idempotent(store: Fil
     assert await store.delete("gone.bin") is False
 
 
-@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a//b", "a/./b", "sp ace", "a\\b", "x" * 201])
+@pytest.mark.parametrize(
+    "key", ["", "/abs", "a/../b", "..", "a//b", "a/./b", "sp ace", "a\\b", "x" * 201, "a/", "./a", "a/..", "a\n"]
+)
 def test_unsafe_keys_are_refused(key: str, store: FilesystemObjectStore) -> None:
     with pytest.raises(ValueError, match="not a valid object key"):
         validate_key(key)
@@ -107,3 +109,8 @@ async def test_put_files_publishes_each_file_and_reports_failures(store: Filesys
         assert store.path(f"s/{flushed}/b.dcm").read_bytes() == b"second"
         assert not first.exists()
         assert not store.path(f"s/{flushed}/c.dcm").exists()
+
+
+@pytest.mark.parametrize("key", ["a", "a/b.c", "..a/b..", ".hidden/x", "x" * 200 + "/" + "y" * 200])
+def test_safe_keys_are_accepted(key: str) -> None:
+    assert validate_key(key) == key
