@@ -12,7 +12,9 @@ unmeasured first (connections and caches warm, as in use):
   stored in both archives (the issue's figure: ``--index=100000``),
 - series metadata latency (median) for series of 60 and 500 instances,
 - series retrieve MB/s (``transfer-syntax=*``),
-- single frames/s (cornerstone's Accept header), one request after the other.
+- single frames/s (cornerstone's Accept header), one request after the other, every frame of the
+  200-instance series: the median of five passes, and the first pass alone (the series' frame
+  locations not yet cached).
 """
 
 from __future__ import annotations
@@ -200,13 +202,18 @@ def measure(
             f"{_sop_of(metadata_series[60][2][0])}/frames/1",
             headers={"Accept": FRAME_ACCEPT},
         ).raise_for_status()
-        started = time.perf_counter()
-        for sop in sops:
-            response = client.get(
-                f"{base}/studies/{study}/series/{series}/instances/{sop}/frames/1", headers={"Accept": FRAME_ACCEPT}
-            )
-            response.raise_for_status()
-        figures["frames_per_s"] = len(sops) / (time.perf_counter() - started)
+        rates = []
+        for _ in range(5):  # a viewer scrolling through the series five times; the median pass counts
+            started = time.perf_counter()
+            for sop in sops:
+                response = client.get(
+                    f"{base}/studies/{study}/series/{series}/instances/{sop}/frames/1",
+                    headers={"Accept": FRAME_ACCEPT},
+                )
+                response.raise_for_status()
+            rates.append(len(sops) / (time.perf_counter() - started))
+        figures["frames_per_s"] = statistics.median(rates)
+        figures["frames_first_pass_per_s"] = rates[0]
     print(f"  measured {name}", flush=True)
     return figures
 
@@ -228,18 +235,19 @@ ROWS = [
     ("series_metadata_60_ms", "series metadata ms, 60 instances", False),
     ("series_metadata_500_ms", "series metadata ms, 500 instances", False),
     ("retrieve_mb_per_s", "series retrieve MB/s", True),
-    ("frames_per_s", "single frames/s", True),
+    ("frames_per_s", "single frames/s (median of 5 passes)", True),
+    ("frames_first_pass_per_s", "single frames/s, first pass", True),
 ]
 
 
 def print_table(ours: dict[str, float], orthanc: dict[str, float], count: int, indexed: int) -> None:
     """The comparison table; the ratio is always 'how many times better than Orthanc'."""
     print(f"\nimaging vs Orthanc ({count} × 128² CT, one series; QIDO with {indexed:,} instances stored)")
-    print(f"{'measure':<38}{'oncostruct':>12}{'orthanc':>12}{'ratio':>9}")
+    print(f"{'measure':<40}{'oncostruct':>12}{'orthanc':>12}{'ratio':>9}")
     for key, label, higher_is_better in ROWS:
         mine, theirs = ours[key], orthanc[key]
         ratio = mine / theirs if higher_is_better else theirs / mine
-        print(f"{label:<38}{mine:>12.1f}{theirs:>12.1f}{ratio:>8.2f}×")
+        print(f"{label:<40}{mine:>12.1f}{theirs:>12.1f}{ratio:>8.2f}×")
 
 
 def main(argv: list[str]) -> int:

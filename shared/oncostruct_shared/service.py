@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from .auth import JwksKeySource, TokenVerifier
 from .db import Database
@@ -61,6 +62,10 @@ class ServiceSpec:
     validation_status
         Status for well-formed requests that fail parameter/body validation:
         422 for the REST APIs, 400 where the standard says so (FHIR, DICOMweb).
+    fast_paths
+        Pure ASGI middleware classes placed just inside the request middleware (request id,
+        access log, metrics and the body limit apply), each made as ``cls(app, service=<the
+        FastAPI app>)``: hot requests answered without the router, the rest passed on.
     """
 
     settings: ServiceSettings
@@ -73,6 +78,7 @@ class ServiceSpec:
     lifespan: LifespanHook | None = None
     version: str = "0.1.0"
     validation_status: int = 422
+    fast_paths: Sequence[Callable[..., ASGIApp]] = ()
 
 
 async def _database_ready(app: FastAPI) -> None:
@@ -189,6 +195,8 @@ def build_service_app(spec: ServiceSpec) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics(settings.service_name)
     _install_error_handlers(app, spec.surface, spec.validation_status)
+    for fast_path in reversed(spec.fast_paths):  # added first: innermost, inside the request middleware
+        app.add_middleware(fast_path, service=app)
     app.add_middleware(
         RequestMiddleware, metrics=app.state.metrics, surface=spec.surface, max_body_bytes=settings.max_body_bytes
     )

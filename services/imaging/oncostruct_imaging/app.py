@@ -18,6 +18,7 @@ from oncostruct_shared.surfaces import DicomwebSurface
 
 from . import __version__
 from .api import imports, qido, stow, wado
+from .api.fastframes import FrameFastPath
 from .config import Settings
 from .events import QUEUE, ImagingEvents
 from .ingest import IngestContext, ParserPool
@@ -88,5 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lifespan=_open_resources,
             validation_status=400,
             readiness_checks={"queue": Readiness(_queue_ready)},
+            fast_paths=[FrameFastPath],
         )
     )

@@ -51,6 +51,17 @@ class SeriesLayouts:
             raise NotFound("No such instance in this archive.")
         return by_uid[instance], False
 
+    def cached(self, study: str, series: str, instance: str) -> InstanceFile | None:
+        """The instance's layout if its series is cached and fresh, else None (no database)."""
+        key = (study, series)
+        entry = self._series.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        item = entry[1].get(instance)
+        if item is not None:
+            self._series.move_to_end(key)
+        return item
+
     def forget(self, study: str, series: str | None = None) -> None:
         """Drop a series (or every series of a study)."""
         for key in [key for key in self._series if key[0] == study and series in (None, key[1])]:

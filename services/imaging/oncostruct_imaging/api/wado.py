@@ -120,11 +120,12 @@ class FrameEncoding:
     content_type: str
 
 
-def _choose_frame_encoding(request: Request, item: InstanceFile) -> FrameEncoding:
+def choose_frame_encoding(accept: str | None, item: InstanceFile) -> FrameEncoding:
+    """How to send the frames of ``item`` to a client that sent ``accept`` (PS3.18 §8.7.3); 406 if no way."""
     stored = item.transfer_syntax_uid
     stored_native = stored in NATIVE_SYNTAXES or stored == "1.2.840.10008.1.2.2"
     stored_type = OCTET_STREAM if stored_native else FRAME_MEDIA_TYPES.get(stored, OCTET_STREAM)
-    for media in parse_accept(request.headers.get("accept")):
+    for media in parse_accept(accept):
         if media.type in ("*/*", "multipart/*"):
             return FrameEncoding(True, stored_type, f"{stored_type}; transfer-syntax={stored}")
         if media.type != "multipart/related":
@@ -206,7 +207,7 @@ async def _frames_response(ctx: DicomwebDep, item: InstanceFile, frames: str) ->
     if not item.number_of_frames:
         raise NotFound("This instance has no pixel data frames.")
     numbers = parse_frame_list(frames, item.number_of_frames)
-    encoding = _choose_frame_encoding(ctx.request, item)
+    encoding = choose_frame_encoding(ctx.request.headers.get("accept"), item)
     if encoding.raw and item.frames is not None:
         size = sum(length for number in numbers for _, length in item.frames[number - 1])
         if size > _IN_MEMORY_FRAMES_BYTES:  # many or large frames: read each as the response streams
