@@ -49,7 +49,7 @@ migrate: venv ## apply every service's database migrations to the local cluster
 	$(PY) -m oncostruct_devtools.devstack migrate
 
 test: venv ## run the test suite (real PostgreSQL, live services, chart rendering)
-	$(PY) -m tests.clinical.mcode_package
+	$(PY) -m tests.npm_packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy

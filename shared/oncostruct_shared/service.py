@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from .auth import JwksKeySource, TokenVerifier
@@ -200,6 +201,15 @@ def build_service_app(spec: ServiceSpec) -> FastAPI:
     app.add_middleware(
         RequestMiddleware, metrics=app.state.metrics, surface=spec.surface, max_body_bytes=settings.max_body_bytes
     )
+    if settings.cors_origins:  # outermost: a preflight needs no token, and errors carry the CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-None-Match", "If-Match", "Prefer"],
+            expose_headers=["Warning", "ETag", "Location", "Content-Location", "X-Progress", "X-Request-ID"],
+            max_age=600,
+        )
     checks: dict[str, Readiness] = {"database": Readiness(_database_ready), **spec.readiness_checks}
     documentation = list(app.router.routes)  # openapi.json and docs: fixed paths under the prefix
     app.include_router(health_router(checks, settings.readiness_timeout_s))

@@ -73,12 +73,25 @@ class ServiceSettings(BaseSettings):
         description="Server processes sharing the port (`serve`); in clusters keep 1 and scale replicas instead.",
     )
     readiness_timeout_s: float = Field(2.0, gt=0, description="Time budget of each `/readyz` check.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`https://viewer.example.org`) whose browser apps — a viewer such as OHIF served "
+        "from another host — may call this API (CORS; tokens still required). Empty: none.",
+    )
 
     @field_validator("db_schema")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:
         if value and not _IDENTIFIER.match(value):
             raise ValueError("must be a lower-case SQL identifier: [a-z_][a-z0-9_]*, at most 63 characters")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
         return value
 
     @field_validator("auth_issuer", "auth_jwks_url", "auth_token_url")

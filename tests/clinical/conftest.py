@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fhirpy import SyncFHIRClient
 
-from tests.clinical.mcode_package import ensure_mcode_package
+from tests.npm_packages import ensure_package
 from tests.support import Issuer, bearer
 
 
@@ -43,8 +43,8 @@ def api(fhir_base: str, all_scopes_token: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 def mcode_examples() -> list[dict[str, Any]]:
-    """The 179 example instances of mCODE 4.0.0 (fetched by ``python -m tests.clinical.mcode_package``)."""
-    folder: Path = ensure_mcode_package() / "example"
+    """The 179 example instances of mCODE 4.0.0 (fetched by ``python -m tests.npm_packages``)."""
+    folder: Path = ensure_package("mcode") / "example"
     return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
 
 
