@@ -10,6 +10,7 @@ Triton). Nothing connects at import time; everything opens in the lifespan.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -178,6 +179,11 @@ def build_service_app(spec: ServiceSpec) -> FastAPI:
             )
             hook = spec.lifespan(app) if spec.lifespan else nullcontext()
             async with hook:
+                # What start-up made (modules, the app, pools) lives as long as the process: kept out of
+                # the collector's full passes, each a stall of every request in flight (imaging, 3,000
+                # QIDO-RS requests in a row: the slowest 13-14 ms without, 5-10 ms with).
+                gc.collect()
+                gc.freeze()
                 log.info("service started", extra={"prefix": prefix})
                 yield
         finally:
