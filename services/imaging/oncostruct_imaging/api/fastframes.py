@@ -68,16 +68,16 @@ class FrameFastPath:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
-        state = self.service.state
-        layouts: SeriesLayouts = state.layouts
-        item = layouts.cached(study, series, instance)
-        if item is None or item.frames is None or not item.number_of_frames or int(number) > item.number_of_frames:
-            return None
         if not (is_valid_uid(study) and is_valid_uid(series) and is_valid_uid(instance)):
             return None
+        state = self.service.state
         try:
             principal = await state.verifier.verify(token)
             if "dicomweb.read" not in principal.scopes:
+                return None
+            layouts: SeriesLayouts = state.layouts
+            item = layouts.cached(study, series, instance)
+            if item is None or item.frames is None or not 0 < int(number) <= (item.number_of_frames or 0):
                 return None
             encoding = wado.choose_frame_encoding(accept, item)
             fragments = item.frames[int(number) - 1]
