@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage  # type: ignore[import-untyped]
 
 from oncostruct_reconstruction.model.preprocess import (
+    close_and_fill_slices,
     foreground_mask,
     normalise_mr,
     pad_to_square,
     prepare_series,
     resample_slices,
+    restore_slices,
     window_ct,
 )
 
@@ -75,3 +78,36 @@ def test_prepare_ct_series_windows_and_masks() -> None:
 def test_prepare_rejects_unsupported_modality() -> None:
     with pytest.raises(ValueError, match="unsupported modality"):
         prepare_series(np.zeros((2, 8, 8)), "PT", 8)  # type: ignore[arg-type]
+
+
+def _close_and_fill_one_by_one(planes: np.ndarray) -> np.ndarray:
+    """The per-slice definition :func:`close_and_fill_slices` must equal."""
+    out = []
+    for plane in planes:
+        closed = ndimage.binary_closing(np.pad(plane, 3), iterations=3)[3:-3, 3:-3]
+        out.append(ndimage.binary_fill_holes(closed | plane))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("density", [0.3, 0.55, 0.8])
+def test_stack_closing_and_filling_equals_the_per_slice_definition(density: float) -> None:
+    rng = np.random.default_rng(int(density * 100))
+    noise = ndimage.gaussian_filter(rng.random((12, 40, 52)), (0, 1.5, 1.5))  # blobs, holes, bays, edges
+    planes = noise > np.quantile(noise, 1 - density)
+    planes[3] = False  # an empty slice
+    planes[4] = True  # a full one
+    assert np.array_equal(close_and_fill_slices(planes), _close_and_fill_one_by_one(planes))
+
+
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize(("rows", "columns"), [(64, 64), (64, 50), (48, 64), (63, 63)])
+def test_restoring_slices_equals_scipy_zoom(order: int, rows: int, columns: int) -> None:
+    """The doubling fast path gives exactly what ``ndimage.zoom`` gives (and other factors still use it)."""
+    slices = np.random.default_rng(order).random((5, 32, 32)).astype(np.float32)
+    side = max(rows, columns)
+    expected = ndimage.zoom(
+        slices, (1.0, side / 32, side / 32), order=order, prefilter=False, grid_mode=True, mode="nearest"
+    )[:, :side, :side]
+    top, left = (side - rows) // 2, (side - columns) // 2
+    expected = expected[:, top : top + rows, left : left + columns]
+    assert np.array_equal(restore_slices(slices, rows, columns, order=order), expected)

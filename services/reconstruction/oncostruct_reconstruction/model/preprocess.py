@@ -132,14 +132,34 @@ def foreground_mask(volume: npt.ArrayLike, threshold: float | None = None) -> Bo
         mask = labels == int(np.argmax(sizes))
     # Closing first: sulci open to the outside would otherwise stay out of the mask.
     planes = mask if mask.ndim == 3 else mask[None]
-    filled = np.stack([_close_and_fill(plane) for plane in planes])
+    filled = close_and_fill_slices(planes)
     return np.asarray(filled if mask.ndim == 3 else filled[0], dtype=bool)
 
 
-def _close_and_fill(plane: BoolArray) -> BoolArray:
-    padded = np.pad(plane, 3)
-    closed = ndimage.binary_closing(padded, iterations=3)[3:-3, 3:-3]
-    return np.asarray(ndimage.binary_fill_holes(closed | plane), dtype=bool)
+#: The 2D cross (4-connectivity) as a 3D structure with no extent across slices: operations with it
+#: on a ``(z, y, x)`` stack act on each slice alone, in one call for the whole stack.
+_IN_PLANE_CROSS = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def close_and_fill_slices(planes: BoolArray, iterations: int = 3) -> BoolArray:
+    """Per slice of a ``(z, y, x)`` stack: binary closing by the cross ``iterations`` times, then holes filled.
+
+    The same as ``binary_fill_holes(binary_closing(plane, iterations=…) | plane)`` slice by slice (the
+    closing on a plane padded by ``iterations``), done for the whole stack at once: the closing with
+    an in-plane structure, the filling as "not the background that reaches a slice's edge" from one
+    labelling of the background (``binary_fill_holes`` grows that background pixel by pixel).
+    """
+    stack = np.asarray(planes, dtype=bool)
+    pad = ((0, 0), (iterations, iterations), (iterations, iterations))
+    closed = ndimage.binary_closing(np.pad(stack, pad), structure=_IN_PLANE_CROSS, iterations=iterations)
+    merged = closed[:, iterations:-iterations, iterations:-iterations] | stack
+    background, count = ndimage.label(~merged, structure=_IN_PLANE_CROSS)
+    reaches_edge = np.zeros(count + 1, dtype=bool)
+    for edge in (background[:, 0, :], background[:, -1, :], background[:, :, 0], background[:, :, -1]):
+        reaches_edge[edge] = True
+    reaches_edge[0] = False  # label 0 is the foreground itself
+    return np.asarray(~reaches_edge[background], dtype=bool)
 
 
 def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
@@ -200,14 +220,40 @@ def restore_slices(slices: npt.ArrayLike, rows: int, columns: int, order: int = 
         raise ValueError(f"expected a (n, size, size) stack, got shape {values.shape}")
     side = max(rows, columns)
     factor = side / values.shape[-1]
-    square = (
-        values
-        if factor == 1.0
-        else ndimage.zoom(values, (1.0, factor, factor), order=order, prefilter=False, grid_mode=True, mode="nearest")
-    )
+    if factor == 1.0:
+        square = values
+    elif factor == 2.0 and order in (0, 1):  # the usual case (a 256² series, a 128² model): 4× faster
+        square = _double(values, order)
+    else:
+        square = ndimage.zoom(
+            values, (1.0, factor, factor), order=order, prefilter=False, grid_mode=True, mode="nearest"
+        )
     square = square[:, :side, :side]
     top, left = (side - rows) // 2, (side - columns) // 2
     return np.ascontiguousarray(square[:, top : top + rows, left : left + columns], dtype=np.float32)
+
+
+def _double(values: FloatArray, order: int) -> FloatArray:
+    """``ndimage.zoom(values, (1, 2, 2), order=order, prefilter=False, grid_mode=True, mode="nearest")``.
+
+    On the doubled grid, output pixel ``i`` samples input coordinate ``i / 2 - 1/4``: nearest is
+    each pixel twice; linear weighs the pixel ¾ and its neighbour on that side ¼ (edges clamped).
+    """
+    if order == 0:
+        return np.repeat(np.repeat(values, 2, axis=1), 2, axis=2)
+    result = values.astype(np.float64)
+    for axis in (1, 2):
+        source = np.moveaxis(result, axis, -1)
+        doubled = np.empty((*source.shape[:-1], source.shape[-1] * 2), dtype=np.float64)
+        even, odd = doubled[..., 0::2], doubled[..., 1::2]
+        np.multiply(source, 0.75, out=even)
+        np.copyto(odd, even)
+        even[..., 1:] += 0.25 * source[..., :-1]
+        even[..., 0] += 0.25 * source[..., 0]
+        odd[..., :-1] += 0.25 * source[..., 1:]
+        odd[..., -1] += 0.25 * source[..., -1]
+        result = np.moveaxis(doubled, -1, axis)
+    return np.ascontiguousarray(result, dtype=np.float32)
 
 
 def scale_intensities(volume: npt.ArrayLike, modality: Modality, ct_window: str = "brain") -> FloatArray:
