@@ -3,6 +3,7 @@ exactly what reading them with pydicom gives — checked on pydicom's own test f
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -109,3 +110,17 @@ def test_files_the_raw_reader_leaves_to_pydicom(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(to_bytes(ct_dataset(new_uid(), new_uid(), 1))[:700])
     assert _outcome(truncated, fast=True) == _outcome(truncated, fast=False)
+
+
+def test_sequences_nested_past_the_stack_are_left_to_pydicom(tmp_path: Path) -> None:
+    ds = ct_dataset(new_uid(), new_uid(), 1)
+    del ds.PixelData
+    depth = 3000  # deeper than Python's recursion limit; undefined lengths, closed by delimiters
+    opening = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF) + struct.pack(
+        "<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF
+    )
+    closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    path = tmp_path / "deep.dcm"
+    path.write_bytes(to_bytes(ds) + opening * depth + closing * depth)
+    assert not _read_without_pydicom(path)
+    assert _outcome(path, fast=True) == _outcome(path, fast=False)

@@ -95,7 +95,7 @@ class RawHeader:
         """The DICOM JSON of the data set (PS3.18 §F.2), large binary values as BulkDataURIs under ``base_path``."""
         try:
             return _json(self.elements, "", base_path, threshold, self.codec)
-        except (UnicodeDecodeError, ValueError, struct.error) as exc:
+        except (UnicodeDecodeError, ValueError, struct.error, RecursionError) as exc:
             raise Unsupported from exc
 
     def bulk_offsets(self, threshold: int) -> dict[str, list[int]]:
@@ -115,8 +115,8 @@ def read_header(handle: BinaryIO, threshold: int) -> RawHeader | None:
         return None  # empty, or not a regular file
     try:
         return _read(mapped, threshold)
-    except (Unsupported, struct.error, UnicodeDecodeError, ValueError):
-        return None
+    except (Unsupported, struct.error, UnicodeDecodeError, ValueError, RecursionError):
+        return None  # RecursionError: sequences nested past Python's stack; pydicom decides
     finally:
         mapped.close()
 
