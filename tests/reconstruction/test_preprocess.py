@@ -10,6 +10,7 @@ from oncostruct_reconstruction.model.preprocess import (
     close_and_fill_slices,
     foreground_mask,
     normalise_mr,
+    otsu_threshold,
     pad_to_square,
     prepare_series,
     resample_slices,
@@ -90,13 +91,25 @@ def _close_and_fill_one_by_one(planes: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("density", [0.3, 0.55, 0.8])
-def test_stack_closing_and_filling_equals_the_per_slice_definition(density: float) -> None:
+@pytest.mark.parametrize("framed", [False, True])
+def test_stack_closing_and_filling_equals_the_per_slice_definition(density: float, framed: bool) -> None:
     rng = np.random.default_rng(int(density * 100))
     noise = ndimage.gaussian_filter(rng.random((12, 40, 52)), (0, 1.5, 1.5))  # blobs, holes, bays, edges
     planes = noise > np.quantile(noise, 1 - density)
     planes[3] = False  # an empty slice
     planes[4] = True  # a full one
+    if framed:  # foreground inside a smaller box (worked on alone), empty slices at both ends
+        planes[4] = False
+        planes[[0, 1, -1]] = False
+        planes[:, :7, :] = False
+        planes[:, :, 40:] = False
+        planes[6, 20:30, 10:30] = True
+        planes[6, 24:26, 18:22] = False  # a hole that must be filled
     assert np.array_equal(close_and_fill_slices(planes), _close_and_fill_one_by_one(planes))
+
+
+def test_closing_and_filling_an_empty_stack() -> None:
+    assert not close_and_fill_slices(np.zeros((2, 5, 5), dtype=bool)).any()
 
 
 @pytest.mark.parametrize("order", [0, 1])
@@ -111,3 +124,20 @@ def test_restoring_slices_equals_scipy_zoom(order: int, rows: int, columns: int)
     top, left = (side - rows) // 2, (side - columns) // 2
     expected = expected[:, top : top + rows, left : left + columns]
     assert np.array_equal(restore_slices(slices, rows, columns, order=order), expected)
+
+
+def test_foreground_mask_equals_its_whole_volume_definition() -> None:
+    """Largest component labelled inside the foreground's box only: the same mask as labelling it all."""
+    rng = np.random.default_rng(7)
+    volume = np.zeros((10, 48, 60))
+    volume[1:9, 10:40, 10:40] = 0.6 + 0.4 * rng.random((8, 30, 30))  # the head, inside a smaller box
+    volume[4, 20:26, 20:26] = 0.0  # a hole
+    volume[3:5, 42:45, 45:50] = 0.9  # a smaller component apart from it
+    level = otsu_threshold(volume)
+    reference = volume > level
+    labels, count = ndimage.label(reference)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    reference = _close_and_fill_one_by_one(labels == int(np.argmax(sizes)))
+    assert count > 1
+    assert np.array_equal(foreground_mask(volume), reference)

@@ -125,13 +125,16 @@ def foreground_mask(volume: npt.ArrayLike, threshold: float | None = None) -> Bo
     mask = values > level
     if not mask.any():
         return mask
-    labels, count = ndimage.label(mask)
+    planes = mask if mask.ndim == 3 else mask[None]
+    box = _bounding_box(planes, margin=0)  # labelled inside the foreground's box only: the same components
+    assert box is not None
+    labels, count = ndimage.label(planes[box])
     if count > 1:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
+        planes = np.zeros_like(planes)
+        planes[box] = labels == int(np.argmax(sizes))
     # Closing first: sulci open to the outside would otherwise stay out of the mask.
-    planes = mask if mask.ndim == 3 else mask[None]
     filled = close_and_fill_slices(planes)
     return np.asarray(filled if mask.ndim == 3 else filled[0], dtype=bool)
 
@@ -151,6 +154,15 @@ def close_and_fill_slices(planes: BoolArray, iterations: int = 3) -> BoolArray:
     labelling of the background (``binary_fill_holes`` grows that background pixel by pixel).
     """
     stack = np.asarray(planes, dtype=bool)
+    box = _bounding_box(stack, margin=iterations + 1)
+    if box is None:
+        return np.zeros_like(stack)
+    if any(part.start > 0 or part.stop < size for part, size in zip(box, stack.shape, strict=True)):
+        # Outside the foreground's box (with a margin the closing cannot cross) nothing changes, and a
+        # background component reaches the box's edge exactly when it reaches the image's.
+        result = np.zeros_like(stack)
+        result[box] = close_and_fill_slices(stack[box], iterations)
+        return result
     pad = ((0, 0), (iterations, iterations), (iterations, iterations))
     closed = ndimage.binary_closing(np.pad(stack, pad), structure=_IN_PLANE_CROSS, iterations=iterations)
     merged = closed[:, iterations:-iterations, iterations:-iterations] | stack
@@ -231,6 +243,20 @@ def restore_slices(slices: npt.ArrayLike, rows: int, columns: int, order: int = 
     square = square[:, :side, :side]
     top, left = (side - rows) // 2, (side - columns) // 2
     return np.ascontiguousarray(square[:, top : top + rows, left : left + columns], dtype=np.float32)
+
+
+def _bounding_box(stack: BoolArray, margin: int) -> tuple[slice, slice, slice] | None:
+    """The slices with foreground, and the in-plane box of all foreground grown by ``margin`` (clipped)."""
+    in_plane = np.any(stack, axis=0)
+    rows, columns = np.flatnonzero(np.any(in_plane, axis=1)), np.flatnonzero(np.any(in_plane, axis=0))
+    if rows.size == 0:
+        return None
+    planes = np.flatnonzero(np.any(stack, axis=(1, 2)))
+    return (
+        slice(int(planes[0]), int(planes[-1]) + 1),
+        slice(max(0, int(rows[0]) - margin), min(stack.shape[1], int(rows[-1]) + 1 + margin)),
+        slice(max(0, int(columns[0]) - margin), min(stack.shape[2], int(columns[-1]) + 1 + margin)),
+    )
 
 
 def _double(values: FloatArray, order: int) -> FloatArray:
