@@ -89,10 +89,13 @@ class ServiceSettings(BaseSettings):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
+        origins = []
         for origin in value:
-            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin, re.IGNORECASE):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
-        return value
+            # As browsers send it: lower case, no default port.
+            origins.append(re.sub(r"^(http://[^/]+):80$|^(https://[^/]+):443$", r"\1\2", origin.lower()))
+        return origins
 
     @field_validator("auth_issuer", "auth_jwks_url", "auth_token_url")
     @classmethod

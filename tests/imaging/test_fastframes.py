@@ -111,3 +111,13 @@ def test_what_the_fast_path_cannot_answer_gets_the_full_route_error(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["warning"].startswith("299 oncostruct-imaging")
     assert _fast_count(imaging_url) == before
+
+
+def test_a_repeated_authorization_header_is_read_as_the_full_route_reads_it(
+    viewed: dict[str, Any], imaging_url: str, auth: dict[str, str]
+) -> None:
+    before = _fast_count(imaging_url)
+    headers = httpx.Headers([("Authorization", "Bearer not-a-jwt"), ("Authorization", auth["Authorization"])])
+    response = httpx.get(f"{viewed['base']}/{viewed['instances'][0].SOPInstanceUID}/frames/1", headers=headers)
+    assert response.status_code == 401  # the first one counts, as in the framework's bearer scheme
+    assert _fast_count(imaging_url) == before

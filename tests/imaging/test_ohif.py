@@ -196,3 +196,8 @@ def test_cors_lets_the_configured_origin_in_and_no_other(viewer: dict[str, str])
 def test_a_cors_origin_must_be_an_origin(origin: str) -> None:
     with pytest.raises(ValueError, match="is not an origin"):
         ImagingSettings(cors_origins=[origin])
+
+
+def test_cors_origins_are_kept_as_browsers_send_them() -> None:
+    settings = ImagingSettings(cors_origins=["HTTPS://Viewer.Example.org:443", "http://pacs:80", "http://ohif:3000"])
+    assert settings.cors_origins == ["https://viewer.example.org", "http://pacs", "http://ohif:3000"]

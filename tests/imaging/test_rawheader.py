@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom.data
@@ -124,3 +125,78 @@ def test_sequences_nested_past_the_stack_are_left_to_pydicom(tmp_path: Path) -> 
     path.write_bytes(to_bytes(ds) + opening * depth + closing * depth)
     assert not _read_without_pydicom(path)
     assert _outcome(path, fast=True) == _outcome(path, fast=False)
+
+
+def _element(group: int, number: int, vr: bytes, value: bytes) -> bytes:
+    if vr in (b"OB", b"SQ", b"UN", b"UT"):
+        return struct.pack("<HH2sHI", group, number, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, number, vr, len(value)) + value
+
+
+def test_a_delimiter_inside_an_item_of_stated_length_is_left_to_pydicom(tmp_path: Path) -> None:
+    """Two readings of one file (an early item delimiter smuggling a patient id past one of them) must not
+    both be taken: the raw reader leaves the file to pydicom, whose reading the index then keeps."""
+    ds = ct_dataset(new_uid(), new_uid(), 1, patient_id="P-1")
+    del ds.PixelData
+    item = (
+        _element(0x0008, 0x0100, b"SH", b"AAAA")
+        + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        + _element(0x0010, 0x0020, b"LO", b"EVIL-PATIENT")
+        + struct.pack("<HH2sHI", 0x0011, 0x1000, b"OB", 0, 8)  # its value: the sequence delimiter below
+    )
+    sequence = (
+        struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)
+        + struct.pack("<HHI", 0xFFFE, 0xE000, len(item))
+        + item
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    )
+    path = tmp_path / "smuggle.dcm"
+    path.write_bytes(to_bytes(ds) + sequence)
+    assert not _read_without_pydicom(path)
+    assert _outcome(path, fast=True) == _outcome(path, fast=False)
+
+
+def _with_padded_charset(ds: Dataset) -> None:
+    ds.add_new(0x00080005, "CS", " ISO_IR 192")
+
+
+def _with_sequence_before_charset(ds: Dataset) -> None:
+    ds.add_new(0x00080005, "CS", "ISO_IR 192")
+    item = Dataset()
+    item.add_new(0x00100010, "PN", "Müller^Jürgen")
+    ds.add_new(0x00080001, "SQ", Sequence([item]))
+
+
+@pytest.mark.parametrize("change", [_with_padded_charset, _with_sequence_before_charset])
+def test_odd_files_get_pydicom_s_reading(tmp_path: Path, change: Callable[[Dataset], None]) -> None:
+    ds = ct_dataset(new_uid(), new_uid(), 1, patient_name="Müller^Jürgen")
+    change(ds)
+    path = tmp_path / "odd.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path.write_bytes(to_bytes(ds))
+        assert _outcome(path, fast=True) == _outcome(path, fast=False)
+
+
+def _rewrite(data: bytes, tag: bytes, vr: bytes, value: bytes) -> bytes:
+    """``data`` with the first short-form element of ``tag`` (4 bytes, little endian) re-encoded."""
+    start = data.index(tag)
+    (length,) = struct.unpack_from("<H", data, start + 6)
+    return data[:start] + tag + vr + struct.pack("<H", len(value)) + value + data[start + 8 + length :]
+
+
+@pytest.mark.parametrize("case", ["meta UID as LO", "UID with a leading space"])
+def test_encodings_pydicom_reads_its_own_way_are_left_to_it(tmp_path: Path, case: str) -> None:
+    ds = ct_dataset(new_uid(), new_uid(), 1)
+    data = to_bytes(ds)
+    if case == "meta UID as LO":  # pydicom still compares it with the data set's: a mismatch is A900
+        data = _rewrite(data, b"\x02\x00\x03\x00", b"LO", b"1.2.3.4.5.6\x00")
+    else:  # pydicom's UID strips it: the same instance
+        uid = ds.SOPInstanceUID.encode()
+        data = _rewrite(data, b"\x08\x00\x18\x00", b"UI", (b" " + uid + b"\x00")[: len(uid) + 1 + len(uid) % 2])
+    path = tmp_path / "odd.dcm"
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _outcome(path, fast=True) == _outcome(path, fast=False)

@@ -630,8 +630,8 @@ def parse_instance(
         if raw is not None:
             try:
                 header = _read_raw(raw, bulkdata_threshold, expected_study)
-            except rawheader.Unsupported:
-                header = None
+            except (rawheader.Unsupported, InstanceRejected):
+                header = None  # a rejection too is pydicom's to decide (rare: the cost does not matter)
         if header is None:
             handle.seek(0)
             header = _read_with_pydicom(handle, bulkdata_threshold, expected_study)

@@ -34,6 +34,8 @@ _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _CHARSET = 0x00080005
 _EXTENDED_OFFSET_TABLE = 0x7FE00001
+#: Media Storage SOP Class UID, Media Storage SOP Instance UID, Transfer Syntax UID (element numbers).
+_META_UIDS = frozenset({0x0002, 0x0003, 0x0010})
 
 _LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _SHORT = frozenset(
@@ -87,8 +89,8 @@ class RawHeader:
         if element.vr != "UI":
             raise Unsupported
         text = element.value.decode("latin-1").rstrip("\x00 ")
-        if "\\" in text:
-            raise Unsupported  # several values
+        if "\\" in text or text != text.strip():
+            raise Unsupported  # several values; whitespace pydicom's UID would strip
         return text
 
     def metadata(self, base_path: str, threshold: int) -> dict[str, Any]:
@@ -132,7 +134,7 @@ def _read(data: mmap.mmap, threshold: int) -> RawHeader:
         if group != 0x0002:
             break
         vr, length, position = _vr_and_length(data, position, vr_bytes, short)
-        if length == _UNDEFINED or position + length > size:
+        if length == _UNDEFINED or position + length > size or (number in _META_UIDS and vr != "UI"):
             raise Unsupported
         if vr == "UI":
             meta[number] = data[position : position + length].decode("latin-1").rstrip("\x00 ")
@@ -142,11 +144,20 @@ def _read(data: mmap.mmap, threshold: int) -> RawHeader:
         raise Unsupported
     reader = _Reader(data, threshold)
     elements, pixel_position = reader.dataset(position, size, top=True)
+    return RawHeader(transfer_syntax, meta, elements, _codec(elements), pixel_position)
+
+
+def _codec(elements: dict[int, Element]) -> str:
+    """The codec of the data set's one character set; Unsupported for anything pydicom might read otherwise."""
     charset = elements.get(_CHARSET)
-    codec = fastjson.charset_codec(charset.value if charset is not None else None)
-    if codec is None:
-        raise Unsupported  # several character sets: ISO 2022 code extensions
-    return RawHeader(transfer_syntax, meta, elements, codec, pixel_position)
+    if charset is None:
+        return fastjson.SIMPLE_CHARSETS[""]
+    text = (charset.value or b"").decode("latin-1").rstrip(" \x00")
+    if text not in fastjson.SIMPLE_CHARSETS:
+        raise Unsupported  # several character sets (ISO 2022 code extensions), or odd padding
+    if any(element.items is not None for tag, element in elements.items() if tag < _CHARSET):
+        raise Unsupported  # items read before the character set was known
+    return fastjson.SIMPLE_CHARSETS[text]
 
 
 def _vr_and_length(data: mmap.mmap, position: int, vr_bytes: bytes, short: int) -> tuple[str, int, int]:
@@ -170,17 +181,19 @@ class _Reader:
         data = self.data
         size = len(data)
         elements: dict[int, Element] = {}
+        last = -1
         while position < end:
             if position + 8 > size:
                 raise Unsupported
             group, number, vr_bytes, short = _HEADER.unpack_from(data, position)
             tag = group << 16 | number
-            if tag == _ITEM_DELIMITER and not top:
+            if tag == _ITEM_DELIMITER and not top and end == _UNDEFINED:
                 return elements, position + 8
             if top and tag in _PIXEL_DATA:
                 return elements, position
-            if group == 0xFFFE or (not top and tag == _CHARSET):
-                raise Unsupported  # a stray delimiter; an item with its own character set
+            if group == 0xFFFE or (not top and tag == _CHARSET) or tag <= last:
+                raise Unsupported  # a stray delimiter; an item with its own character set; tags out of order
+            last = tag
             vr, length, position = _vr_and_length(data, position, vr_bytes, short)
             if vr == "SQ":
                 items, after = self.sequence(position, length)

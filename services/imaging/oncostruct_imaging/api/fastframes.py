@@ -58,12 +58,13 @@ class FrameFastPath:
 
     async def _answer(self, scope: Scope, match: re.Match[str]) -> Any:
         study, series, instance, number = match.groups()
-        authorization = accept = None
+        found: dict[bytes, str] = {}
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"accept":
-                accept = value.decode("latin-1")
+            if name in (b"authorization", b"accept"):
+                if name in found:
+                    return None  # a repeated header: the full route reads it its way
+                found[name] = value.decode("latin-1")
+        authorization, accept = found.get(b"authorization"), found.get(b"accept")
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
