@@ -13,6 +13,7 @@ command -v dciodvfy >/dev/null || missing+=(dicom3tools)   # validates the SEG/S
 command -v Orthanc >/dev/null || missing+=(orthanc)        # the reference PACS peer of the imaging tests
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 command -v chromium >/dev/null || missing+=(chromium)     # the browser the OHIF viewer test drives (headless)
+command -v npm >/dev/null || missing+=(npm)               # fetches the npm packages the tests use (mCODE, OHIF)
 if [ "${1:-}" = "--bench" ]; then
   command -v wrk >/dev/null || missing+=(wrk)              # the HTTP load generator of `make bench`
 fi
