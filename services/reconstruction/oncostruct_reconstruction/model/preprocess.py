@@ -216,6 +216,8 @@ def resample_slices(slices: npt.ArrayLike, size: int, order: int = 1) -> FloatAr
     factor = size / square.shape[-1]
     if factor == 1.0:
         return square
+    if square.shape[-1] == 2 * size and order in (0, 1):  # the usual case (256² series, 128² model)
+        return _halve(square, order)
     resampled = ndimage.zoom(
         square, (1.0, factor, factor), order=order, prefilter=False, grid_mode=True, mode="grid-constant"
     )
@@ -257,6 +259,20 @@ def _bounding_box(stack: BoolArray, margin: int) -> tuple[slice, slice, slice] |
         slice(max(0, int(rows[0]) - margin), min(stack.shape[1], int(rows[-1]) + 1 + margin)),
         slice(max(0, int(columns[0]) - margin), min(stack.shape[2], int(columns[-1]) + 1 + margin)),
     )
+
+
+def _halve(values: FloatArray, order: int) -> FloatArray:
+    """``ndimage.zoom(values, (1, ½, ½), order=order, prefilter=False, grid_mode=True, mode="grid-constant")``.
+
+    On the halved grid, output pixel ``i`` samples input coordinate ``2i + ½``: linear is the mean of
+    each 2×2 block (exact in float64 for float32 input); nearest rounds the half up, to the block's
+    last pixel.
+    """
+    if order == 0:
+        return np.ascontiguousarray(values[:, 1::2, 1::2], dtype=np.float32)
+    blocks = values.astype(np.float64)
+    total = blocks[:, 0::2, 0::2] + blocks[:, 0::2, 1::2] + blocks[:, 1::2, 0::2] + blocks[:, 1::2, 1::2]
+    return np.asarray(0.25 * total, dtype=np.float32)
 
 
 def _double(values: FloatArray, order: int) -> FloatArray:
