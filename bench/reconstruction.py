@@ -6,8 +6,11 @@ synthetic anomalies of four kinds with pixel ground truth (MOOD style), and
 the same metrics for every method: pixel AUROC, pixel AUPRC, best Dice and
 per-slice AUROC, overall and per anomaly kind. Methods:
 
-- ``vae``: the model (the shipped ONNX by default, or one trained here with ``--train``);
-- ``ae``: the plain autoencoder baseline, trained here with the same preset and seed;
+- ``model``: the model (the shipped ONNX by default, or one trained here with ``--train``);
+- ``dae``: the denoising U-Net (skip connections at every level, trained to undo
+  coarse noise, foreign patches and local warps), trained here with the preset's
+  size, length and seed;
+- ``ae``: the plain autoencoder, trained here with the preset;
 - ``pca``: PCA reconstruction fitted on the training slices, scored like the networks;
 - ``zscore``: per-pixel |z| against the training slices;
 - ``threshold``: the intensity itself (hyperintensity detection).
@@ -35,12 +38,12 @@ from oncostruct_reconstruction.model.anomalies import ANOMALY_KINDS, anomalous_s
 from oncostruct_reconstruction.model.data import SliceSet, block_split, slice_set
 from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
 from oncostruct_reconstruction.model.metrics import DetectionMetrics, detection_metrics
-from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, DEFAULT_REPOSITORY, ONNX_FILE
+from oncostruct_reconstruction.model.repository import ONNX_FILE, SHIPPED_ONNX
 from oncostruct_reconstruction.model.scoring import DissimilarityConfig, dissimilarity_map, gaussian_blur, slice_scores
 from oncostruct_reconstruction.model.volumes import mni152_volume
 
 FloatArray = npt.NDArray[np.float32]
-METHODS = ("vae", "ae", "pca", "zscore", "threshold")
+METHODS = ("model", "dae", "ae", "pca", "zscore", "threshold")
 
 
 @dataclass
@@ -123,21 +126,26 @@ def evaluate(maps: FloatArray, data: TestSet, reconstructions: FloatArray | None
     return result
 
 
-def train_onnx(kind: str, preset: str, seed: int, train: SliceSet, heldout: SliceSet, out: Path) -> Path:
-    """Train a network of ``kind`` with a preset and export it (needs the ``[train]`` extra).
+def train_onnx(name: str, preset: str, seed: int, train: SliceSet, heldout: SliceSet, out: Path) -> Path:
+    """Train ``"model"`` (the preset as it is) or a comparison network, export it (needs the ``[train]`` extra).
 
+    ``"ae"`` is the preset with the plain autoencoder; ``"dae"`` the preset
+    as the denoising U-Net (:func:`~oncostruct_reconstruction.model.training.unet_config`).
     A model this function exported before under ``out`` with the same
-    configuration is reused: baselines are trained once per output folder.
+    configuration is reused: comparison networks are trained once per output folder.
     """
     import dataclasses
 
     from oncostruct_reconstruction.model.export import export_onnx
-    from oncostruct_reconstruction.model.training import PRESETS
+    from oncostruct_reconstruction.model.training import PRESETS, unet_config
     from oncostruct_reconstruction.model.training import train as train_network
 
-    base = PRESETS[preset]
-    config = dataclasses.replace(base, seed=seed, network=dataclasses.replace(base.network, kind=kind))  # type: ignore[arg-type]
-    folder = out / f"train-{kind}"
+    config = dataclasses.replace(PRESETS[preset], seed=seed)
+    if name == "dae":
+        config = unet_config(config)
+    elif name != "model":
+        config = dataclasses.replace(config, network=dataclasses.replace(config.network, kind=name))  # type: ignore[arg-type]
+    folder = out / f"train-{name}"
     path = folder / ONNX_FILE
     wanted = json.loads(json.dumps(config.as_dict()))  # as it reads back from the ONNX metadata
     if path.exists() and OnnxAnomalyModel(path).metadata.get("train_config") == wanted:
@@ -175,8 +183,8 @@ def figure(data: TestSet, result: MethodResult, path: Path) -> None:
     )
 
 
-def table(results: dict[str, MethodResult]) -> str:
-    """A markdown table: overall metrics and AUPRC per kind, per method."""
+def table(results: dict[str, MethodResult], labels: dict[str, str] | None = None) -> str:
+    """Markdown tables: overall metrics and AUPRC per kind, then slice AUROC per kind (``labels`` rename rows)."""
     header = (
         "| method | pixel AUROC | pixel AUPRC | best Dice | slice AUROC | "
         + " | ".join(f"AUPRC {k}" for k in ANOMALY_KINDS)
@@ -187,7 +195,12 @@ def table(results: dict[str, MethodResult]) -> str:
         m = result.overall
         per_kind = " | ".join(f"{result.by_kind[k].pixel_auprc:.3f}" for k in ANOMALY_KINDS)
         overall = f"{m.pixel_auroc:.3f} | {m.pixel_auprc:.3f} | {m.best_dice:.3f} | {m.slice_auroc:.3f}"
-        lines.append(f"| {name} | {overall} | {per_kind} |")
+        lines.append(f"| {(labels or {}).get(name, name)} | {overall} | {per_kind} |")
+    lines += ["", "| method | " + " | ".join(f"slice AUROC {k}" for k in ANOMALY_KINDS) + " |"]
+    lines.append("|" + "---|" * (1 + len(ANOMALY_KINDS)))
+    for name, result in results.items():
+        per_kind = " | ".join(f"{result.by_kind[k].slice_auroc:.3f}" for k in ANOMALY_KINDS)
+        lines.append(f"| {(labels or {}).get(name, name)} | {per_kind} |")
     return "\n".join(lines)
 
 
@@ -199,7 +212,7 @@ def run_benchmark(
     train_model: bool = False,
     resolution: int = 1,
     pca_components: int = 16,
-    with_ae: bool = True,
+    with_networks: bool = True,
 ) -> dict[str, MethodResult]:
     """Run every method on the same test set; write results, table and figure under ``out``.
 
@@ -214,13 +227,13 @@ def run_benchmark(
     model
         The model's ONNX file (default: the shipped repository's); ignored with ``train_model``.
     train_model
-        Train the VAE here too, with ``preset`` and ``seed``.
+        Train the model here too, with ``preset`` and ``seed``.
     resolution
         MNI152 template resolution in mm.
     pca_components
         Components of the PCA baseline.
-    with_ae
-        Train and evaluate the plain autoencoder baseline (the slowest baseline).
+    with_networks
+        Train and evaluate the U-Net and plain-autoencoder comparisons (the slow ones).
     """
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -230,19 +243,21 @@ def run_benchmark(
         size = PRESETS[preset].network.size
         model_path = None
     else:
-        model_path = model or DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / "1" / ONNX_FILE
+        model_path = model or SHIPPED_ONNX
         size = OnnxAnomalyModel(model_path).size
     slices = slice_set([mni152_volume(resolution)], size)
     train_index, heldout_index = block_split(slices.position)
     train, heldout = slices.take(train_index), slices.take(heldout_index)
     data = test_set(heldout, seed)
     if model_path is None:
-        model_path = train_onnx("vae", preset, seed, train, heldout, out)
-    vae = OnnxAnomalyModel(model_path)
-    config = DissimilarityConfig(**vae.metadata.get("dissimilarity", {}))
-    networks = [("vae", vae)]
-    if with_ae:
-        networks.append(("ae", OnnxAnomalyModel(train_onnx("ae", preset, seed, train, heldout, out))))
+        model_path = train_onnx("model", preset, seed, train, heldout, out)
+    model_onnx = OnnxAnomalyModel(model_path)
+    config = DissimilarityConfig(**model_onnx.metadata.get("dissimilarity", {}))
+    networks = [("model", model_onnx)]
+    if with_networks:
+        networks += [
+            (name, OnnxAnomalyModel(train_onnx(name, preset, seed, train, heldout, out))) for name in ("dae", "ae")
+        ]
 
     results: dict[str, MethodResult] = {}
     for name, network in networks:
@@ -255,9 +270,11 @@ def run_benchmark(
     results["zscore"] = evaluate(gaussian_blur(zscore, config.smooth_sigma, config.smooth_radius), data)
     results["threshold"] = evaluate(gaussian_blur(data.images, config.smooth_sigma, config.smooth_radius), data)
 
-    text = table(results)
+    kind = model_onnx.metadata.get("network", {}).get("kind", "model")
+    labels = {"model": f"{kind} ({'trained here' if train_model else 'shipped'})"}
+    text = table(results, labels)
     (out / "table.md").write_text(text + "\n")
-    figure(data, results["vae"], out / "figure.png")
+    figure(data, results["model"], out / "figure.png")
     summary = {
         "preset": preset,
         "seed": seed,
@@ -265,6 +282,7 @@ def run_benchmark(
         "size": size,
         "training_slices": len(train),
         "test_slices": len(data.kinds),
+        "labels": labels,
         "seconds": round(time.perf_counter() - started, 1),
         "methods": {
             name: {"overall": r.overall.as_dict(), "by_kind": {k: m.as_dict() for k, m in r.by_kind.items()}}
@@ -282,11 +300,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--preset", default="cpu", help="training preset of the AE baseline (and --train)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, help="model.onnx to evaluate (default: the shipped one)")
-    parser.add_argument("--train", action="store_true", help="train the VAE here instead of loading it")
-    parser.add_argument("--no-ae", action="store_true", help="leave out the plain-autoencoder baseline (slow)")
+    parser.add_argument("--train", action="store_true", help="train the model here instead of loading it")
+    parser.add_argument(
+        "--no-network-baselines",
+        action="store_true",
+        help="leave out the U-Net and plain-autoencoder comparisons (each trains for minutes on a CPU)",
+    )
     args = parser.parse_args([arg for arg in argv if arg != "reconstruction"])
-    results = run_benchmark(args.out, args.preset, args.seed, args.model, args.train, with_ae=not args.no_ae)
-    print(table(results))
+    run_benchmark(args.out, args.preset, args.seed, args.model, args.train, with_networks=not args.no_network_baselines)
+    print((args.out / "table.md").read_text())
     print(f"\nfigure, table and results.json in {args.out}")
     return 0
 

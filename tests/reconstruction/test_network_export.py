@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,10 @@ CONFIG = NetworkConfig(size=32, base_channels=4, levels=2, latent_channels=4)
 DISSIMILARITY = DissimilarityConfig(ssim_radius=3, smooth_sigma=1.0, smooth_radius=3)
 
 
-@pytest.fixture(scope="module")
-def net() -> ReconstructionNet:
+@pytest.fixture(scope="module", params=["vae", "dae"])
+def net(request: pytest.FixtureRequest) -> ReconstructionNet:
     torch.manual_seed(0)
-    model = ReconstructionNet(CONFIG)
+    model = ReconstructionNet(dataclasses.replace(CONFIG, kind=request.param))
     with torch.no_grad():  # non-trivial batch-norm statistics, as after training
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -38,13 +39,13 @@ def net() -> ReconstructionNet:
     return model.eval()
 
 
-@pytest.mark.parametrize("kind", ["vae", "ae"])
+@pytest.mark.parametrize("kind", ["vae", "ae", "dae"])
 def test_network_shapes_and_range(kind: str) -> None:
     model = ReconstructionNet(NetworkConfig(kind=kind, size=32, base_channels=4, levels=2, latent_channels=4))  # type: ignore[arg-type]
     reconstruction, mean, log_var = model(torch.rand(3, 1, 32, 32))
     assert reconstruction.shape == (3, 1, 32, 32)
     assert mean.shape == (3, 4, 8, 8)
-    assert (log_var is None) == (kind == "ae")
+    assert (log_var is None) == (kind != "vae")
     assert float(reconstruction.detach().min()) >= 0.0
     assert float(reconstruction.detach().max()) <= 1.0
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from oncostruct_reconstruction.model.repository import CONFIG_FILE, ONNX_FILE
+from oncostruct_reconstruction.model.training import PRESETS
 from oncostruct_reconstruction.model.volumes import mni152_volume
 from oncostruct_reconstruction.train import main
 
@@ -24,10 +25,10 @@ def normal_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _train(folder: Path, out: Path, seed: int) -> list[dict[str, float]]:
+def _train(folder: Path, out: Path, seed: int, *extra: str) -> list[dict[str, float]]:
     status = main(
         ["--data", str(folder), "--preset", "ci", "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4",
-         "--seed", str(seed), "--out", str(out), "--repository", str(out / "repo"), "--model-version", "2"]
+         "--seed", str(seed), "--out", str(out), "--repository", str(out / "repo"), "--model-version", "2", *extra]
     )  # fmt: skip
     assert status == 0
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -45,6 +46,31 @@ def test_train_from_nifti_folder_writes_checkpoint_log_and_model_version(normal_
     assert record["seed"] == 7
     assert record["training_slices"] > 0
     assert "--seed 7" in record["command"]
+    assert record["config"]["network"]["kind"] == "vae"
+    assert record["config"]["corruptions"] == list(PRESETS["ci"].corruptions) == ["noise"]
+
+
+def test_kind_corruptions_focus_and_skips_from_the_command_line(normal_folder: Path, tmp_path: Path) -> None:
+    log = _train(normal_folder, tmp_path / "unet", 1, "--kind", "dae", "--corruptions", "patch, warp", "--focus", "2",
+                 "--skip-from", "1")  # fmt: skip
+    assert "kl" not in log[0]  # no latent distribution in the U-Net
+    config = json.loads((tmp_path / "unet" / "training_record.json").read_text())["config"]
+    assert config["network"]["kind"] == "dae"
+    assert config["corruptions"] == ["patch", "warp"]
+    assert config["focus"] == 2.0
+    assert config["network"]["skip_from"] == 1
+
+
+@pytest.mark.parametrize("corruptions", ["noise,scratch", ","])
+def test_unknown_corruptions_are_refused(
+    normal_folder: Path, tmp_path: Path, corruptions: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(
+        ["--data", str(normal_folder), "--preset", "ci", "--corruptions", corruptions, "--out", str(tmp_path)]
+    )
+    assert status == 2
+    assert "known: noise, patch, warp" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_training_is_reproducible_with_a_seed(normal_folder: Path, tmp_path: Path) -> None:

@@ -10,11 +10,16 @@ import tritonclient.http as triton_http
 
 from oncostruct_reconstruction.clients.triton import ModelUnknown, TritonModelClient, triton_model_client
 from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
-from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, DEFAULT_REPOSITORY, ONNX_FILE
+from oncostruct_reconstruction.model.repository import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_REPOSITORY,
+    SHIPPED_ONNX,
+    SHIPPED_VERSION,
+)
 from oncostruct_reconstruction.triton_local import LocalTriton, bundled_backends, free_port
 from oncostruct_shared.errors import Invalid, UpstreamError, UpstreamUnavailable
 
-SHIPPED = DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / "1" / ONNX_FILE
+SHIPPED = SHIPPED_ONNX
 
 
 def test_bundled_triton_has_the_python_backend() -> None:
@@ -22,12 +27,12 @@ def test_bundled_triton_has_the_python_backend() -> None:
 
 
 async def test_server_and_model_version_are_checked(triton: LocalTriton) -> None:
-    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "1")
+    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, SHIPPED_VERSION)
     try:
         info = await client.check_ready()
     finally:
         await client.close()
-    assert info.version == "1"
+    assert info.version == SHIPPED_VERSION
     assert info.size == OnnxAnomalyModel(SHIPPED).size
     assert info.max_batch_size >= 16
 
@@ -35,7 +40,7 @@ async def test_server_and_model_version_are_checked(triton: LocalTriton) -> None
 async def test_slices_are_batched_and_match_onnx_runtime(triton: LocalTriton) -> None:
     reference = OnnxAnomalyModel(SHIPPED)
     images = np.random.default_rng(5).random((37, 1, reference.size, reference.size), dtype=np.float32)
-    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "1", batch_size=16, concurrency=3)
+    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, SHIPPED_VERSION, batch_size=16, concurrency=3)
     try:
         output = await client.infer(images, reconstructions=True)
     finally:
@@ -51,7 +56,8 @@ async def test_unknown_model_version_is_a_permanent_error(triton: LocalTriton) -
     client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "99")
     try:
         with pytest.raises(
-            ModelUnknown, match=r"version 99 is not in Triton's repository \(versions of nearest_normal: 1\)"
+            ModelUnknown,
+            match=rf"version 99 is not in Triton's repository \(versions of nearest_normal: {SHIPPED_VERSION}\)",
         ):
             await client.check_ready()
     finally:
@@ -59,7 +65,7 @@ async def test_unknown_model_version_is_a_permanent_error(triton: LocalTriton) -
 
 
 async def test_calibrated_threshold_travels_with_the_model_config(triton: LocalTriton) -> None:
-    async with triton_model_client(triton.url, DEFAULT_MODEL_NAME, "1") as client:
+    async with triton_model_client(triton.url, DEFAULT_MODEL_NAME, SHIPPED_VERSION) as client:
         info = await client.check_ready()
     config = (DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / "config.pbtxt").read_text()
     assert info.threshold is not None
@@ -67,7 +73,7 @@ async def test_calibrated_threshold_travels_with_the_model_config(triton: LocalT
 
 
 async def test_wrong_slice_size_is_refused_before_sending(triton: LocalTriton) -> None:
-    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, "1")
+    client = TritonModelClient(triton.url, DEFAULT_MODEL_NAME, SHIPPED_VERSION)
     try:
         with pytest.raises(Invalid, match="slices must be"):
             await client.infer(np.zeros((2, 1, 8, 8), np.float32))
@@ -101,7 +107,7 @@ async def test_triton_error_becomes_upstream_error(triton: LocalTriton) -> None:
 
 
 async def test_unreachable_triton_is_unavailable() -> None:
-    client = TritonModelClient(f"127.0.0.1:{free_port()}", DEFAULT_MODEL_NAME, "1", timeout_s=5)
+    client = TritonModelClient(f"127.0.0.1:{free_port()}", DEFAULT_MODEL_NAME, SHIPPED_VERSION, timeout_s=5)
     try:
         with pytest.raises(UpstreamUnavailable, match="cannot be reached"):
             await client.check_ready()
@@ -118,7 +124,7 @@ async def test_slow_triton_times_out_as_unavailable() -> None:
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    client = TritonModelClient(f"127.0.0.1:{port}", DEFAULT_MODEL_NAME, "1", timeout_s=0.5)
+    client = TritonModelClient(f"127.0.0.1:{port}", DEFAULT_MODEL_NAME, SHIPPED_VERSION, timeout_s=0.5)
     try:
         with pytest.raises(UpstreamUnavailable, match="did not answer"):
             await client.check_ready()

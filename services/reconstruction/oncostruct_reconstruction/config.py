@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from oncostruct_shared.settings import ServiceSettings
 
-from .model.repository import DEFAULT_REPOSITORY
+from .model.repository import DEFAULT_REPOSITORY, SHIPPED_VERSION
 
 
 class Settings(ServiceSettings):
@@ -29,7 +29,7 @@ class Settings(ServiceSettings):
     triton_url: str = Field("127.0.0.1:8000", description="Triton HTTP endpoint (host:port, KServe v2).")
     triton_model_name: str = Field("nearest_normal", description="Name of the model in Triton's repository.")
     triton_model_version: str = Field(
-        "1", description="Model version to use; results reference it. Empty: the server's latest."
+        SHIPPED_VERSION, description="Model version to use; results reference it. Empty: the server's latest."
     )
     triton_timeout_s: float = Field(30.0, gt=0, description="Limit of each Triton request, connection included.")
     triton_batch_size: int = Field(32, ge=1, le=1024, description="Slices per inference request.")

@@ -67,7 +67,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--preset", default="cpu", help="ci, cpu or gpu (see model.training.PRESETS)")
     parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint, metrics log and export")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
-    parser.add_argument("--kind", choices=("vae", "ae"), help="variational (default) or plain autoencoder")
+    parser.add_argument(
+        "--kind",
+        choices=("dae", "vae", "ae"),
+        help="network: denoising U-Net, variational or plain autoencoder (default: the preset's)",
+    )
+    parser.add_argument(
+        "--corruptions",
+        help="comma-separated training corruptions: noise, patch, warp (default: the preset's)",
+    )
+    parser.add_argument("--focus", type=float, help="extra loss weight of corrupted pixels")
+    parser.add_argument(
+        "--skip-from", type=int, help="U-Net: finest encoder level passed to the decoder (0: full resolution)"
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .model.export import export_onnx
     from .model.network import parameter_count
-    from .model.training import PRESETS, train
+    from .model.training import CORRUPTION_KINDS, PRESETS, train
 
     if args.preset not in PRESETS:
         print(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}", file=sys.stderr)
@@ -108,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size",
             "learning_rate",
             "kl_weight",
+            "focus",
             "device",
             "threads",
         )
@@ -115,7 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.no_augment:
         overrides["augment"] = False
+    if args.corruptions:
+        kinds = tuple(part.strip() for part in args.corruptions.split(",") if part.strip())
+        unknown = sorted(set(kinds) - set(CORRUPTION_KINDS))
+        if unknown or not kinds:
+            print(f"--corruptions: unknown {', '.join(unknown) or 'empty'}; known: {', '.join(CORRUPTION_KINDS)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        overrides["corruptions"] = kinds
     network = dataclasses.replace(config.network, kind=args.kind) if args.kind else config.network
+    if args.skip_from is not None:
+        network = dataclasses.replace(network, skip_from=args.skip_from)
     config = dataclasses.replace(config, network=network, **overrides)
 
     if args.platform:

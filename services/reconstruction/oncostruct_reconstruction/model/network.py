@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .scoring import SSIM_C1, SSIM_C2, DissimilarityConfig, gaussian_kernel
 
-ModelKind = Literal["vae", "ae"]
+ModelKind = Literal["vae", "ae", "dae"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,10 @@ class NetworkConfig:
     Attributes
     ----------
     kind
-        ``"vae"`` (variational) or ``"ae"`` (plain autoencoder baseline).
+        ``"vae"`` (variational), ``"ae"`` (plain autoencoder baseline) or ``"dae"``
+        (denoising U-Net: the plain autoencoder with skip connections from each
+        encoder level to the decoder, trained to restore corrupted inputs;
+        Kascenas et al. 2022).
     size
         In-plane input size (a multiple of ``2 ** levels``).
     base_channels
@@ -41,6 +44,10 @@ class NetworkConfig:
         Downsampling steps; the latent grid is ``size / 2 ** levels`` square.
     latent_channels
         Channels of the latent grid (the bottleneck's width).
+    skip_from
+        U-Net only: the finest encoder level passed to the decoder (0: every
+        level, full resolution included; 1: from half resolution on, so
+        that the finest detail is redrawn, not copied).
     """
 
     kind: ModelKind = "vae"
@@ -48,6 +55,7 @@ class NetworkConfig:
     base_channels: int = 16
     levels: int = 3
     latent_channels: int = 8
+    skip_from: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-able values."""
@@ -97,40 +105,70 @@ class ReconstructionNet(nn.Module):
         out_latent = config.latent_channels * (2 if config.kind == "vae" else 1)
         self.to_latent = nn.Conv2d(widths[-1], out_latent, 1)
         self.from_latent = nn.Sequential(nn.Conv2d(config.latent_channels, widths[-1], 1), nn.LeakyReLU(0.2))
+        self.skips = config.kind == "dae"
         decoder: list[nn.Module] = []
         for level in reversed(range(config.levels)):
             decoder += [
                 nn.Upsample(scale_factor=2.0, mode="nearest"),
-                _conv(widths[level + 1], widths[level]),
+                _conv(widths[level + 1] + (widths[level] if self._skips_at(level) else 0), widths[level]),
                 ResidualBlock(widths[level]),
             ]
         decoder += [nn.Conv2d(widths[0], 1, 3, padding=1)]
         self.decoder = nn.Sequential(*decoder)
 
-    def encode(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Latent mean (and log-variance for the VAE)."""
-        latent = self.to_latent(self.encoder(image))
+    def _skips_at(self, level: int) -> bool:
+        return self.skips and level >= self.config.skip_from
+
+    def _levels(self, image: Tensor) -> list[Tensor]:
+        """The encoder's output at each level, finest first (the last one feeds the latent)."""
+        features: list[Tensor] = []
+        x = image
+        for index, module in enumerate(self.encoder):
+            x = module(x)
+            if index % 2 == 1:  # after each level's residual block
+                features.append(x)
+        return features
+
+    def _latent(self, features: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        latent = self.to_latent(features[-1])
         if self.config.kind == "vae":
             mean, log_var = latent.chunk(2, dim=1)
             return mean, log_var.clamp(-10.0, 10.0)
         return latent, None
 
-    def decode(self, latent: Tensor) -> Tensor:
-        """Image in [0, 1] from a latent grid."""
-        return torch.sigmoid(self.decoder(self.from_latent(latent)))
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Latent mean (and log-variance for the VAE)."""
+        return self._latent(self._levels(image))
+
+    def decode(self, latent: Tensor, skips: list[Tensor] | None = None) -> Tensor:
+        """Image in [0, 1] from a latent grid (and, for the U-Net, the encoder's finer levels)."""
+        x = self.from_latent(latent)
+        modules = list(self.decoder)
+        for step in range(self.config.levels):
+            upsample, conv, block = modules[3 * step : 3 * step + 3]
+            x = upsample(x)
+            level = self.config.levels - 1 - step
+            if self._skips_at(level):
+                if skips is None:
+                    raise ValueError("the U-Net decoder needs the encoder's levels")
+                x = torch.cat([x, skips[level]], dim=1)
+            x = block(conv(x))
+        return torch.sigmoid(modules[-1](x))
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Reconstruction (sampled in training for the VAE), latent mean, latent log-variance."""
-        mean, log_var = self.encode(image)
+        features = self._levels(image)
+        mean, log_var = self._latent(features)
         latent = mean
         if self.training and log_var is not None:
             latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
-        return self.decode(latent), mean, log_var
+        return self.decode(latent, features[:-1]), mean, log_var
 
     def reconstruct(self, image: Tensor) -> Tensor:
         """Deterministic reconstruction (the latent mean): the nearest normal image."""
-        mean, _ = self.encode(image)
-        return self.decode(mean)
+        features = self._levels(image)
+        mean, _ = self._latent(features)
+        return self.decode(mean, features[:-1])
 
 
 class Dissimilarity(nn.Module):

@@ -13,9 +13,9 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -29,6 +29,10 @@ from .scoring import DissimilarityConfig
 log = logging.getLogger("oncostruct.reconstruction.training")
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CorruptionKind = Literal["noise", "patch", "warp"]
+CORRUPTION_KINDS: tuple[CorruptionKind, ...] = get_args(CorruptionKind)
+#: Fraction of training slices left uncorrupted when corruption is on.
+CLEAN_FRACTION = 0.2
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -52,6 +56,16 @@ class TrainConfig:
         Standard deviation of the coarse noise added to inputs (0: off); the
         target stays the clean slice, so the network learns to replace what
         is unlike normal anatomy instead of copying it (Kascenas et al. 2022).
+    corruptions
+        What is done to training inputs when ``denoise`` is on, one kind per
+        slice chosen at random (a fifth of the slices stay clean):
+        ``"noise"`` (the coarse noise), ``"patch"`` (tissue of another slice
+        pasted in with a soft edge, after foreign patch interpolation, Tan et
+        al. 2020) and ``"warp"`` (a local smooth displacement: mass effect).
+        The U-Net (``dae``) needs all three: its skip connections would copy
+        anything it was not taught to replace.
+    focus
+        Extra loss weight of corrupted pixels (see :func:`reconstruction_loss`).
     seed
         Seeds python, numpy and torch.
     device
@@ -68,6 +82,8 @@ class TrainConfig:
     kl_weight: float = 0.005
     augment: bool = True
     denoise: float = 0.0
+    corruptions: tuple[CorruptionKind, ...] = ("noise",)
+    focus: float = 0.0
     seed: int = 0
     device: str = "cpu"
     threads: int = 2
@@ -79,7 +95,14 @@ class TrainConfig:
         return asdict(self)
 
 
-#: Named configurations: ``ci`` for tests, ``cpu`` for the shipped model, ``gpu`` for the full size.
+#: The denoising U-Net's corruptions: a warp for half of the corrupted slices (listed twice: drawn twice as
+#: often), as displaced tissue is the hardest to learn to restore; coarse noise and foreign patches share the rest.
+UNET_CORRUPTIONS: tuple[CorruptionKind, ...] = ("noise", "patch", "warp", "warp")
+#: The U-Net's extra loss weight on corrupted pixels.
+UNET_FOCUS = 3.0
+
+#: Named configurations: ``ci`` for tests, ``cpu`` for the shipped model, ``gpu`` for the full size (all the
+#: residual VAE). :func:`unet_config` turns any of them into the denoising U-Net of the same size and length.
 PRESETS: dict[str, TrainConfig] = {
     "ci": TrainConfig(
         epochs=10, steps_per_epoch=25, batch_size=16, kl_weight=0.005, denoise=0.2,
@@ -96,6 +119,15 @@ PRESETS: dict[str, TrainConfig] = {
         dissimilarity=DissimilarityConfig(smooth_sigma=2.0, smooth_radius=6),
     ),
 }  # fmt: skip
+
+
+def unet_config(config: TrainConfig) -> TrainConfig:
+    """``config`` as the denoising U-Net: skips at every level, all corruptions, focused loss.
+
+    The command line equivalent: ``--kind dae --corruptions noise,patch,warp,warp --focus 3``.
+    """
+    network = replace(config.network, kind="dae", skip_from=0)
+    return replace(config, network=network, corruptions=UNET_CORRUPTIONS, focus=UNET_FOCUS)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -137,6 +169,13 @@ def augment(batch: Tensor, generator: torch.Generator) -> Tensor:
 
 def corrupt(batch: Tensor, generator: torch.Generator, strength: float, cells: int = 16) -> Tensor:
     """Add coarse (low-resolution, upsampled) Gaussian noise inside the foreground of a batch."""
+    return add_coarse_noise(batch, generator, strength, cells)[0]
+
+
+def add_coarse_noise(
+    batch: Tensor, generator: torch.Generator, strength: float, cells: int = 16
+) -> tuple[Tensor, Tensor]:
+    """:func:`corrupt`, and the ``(n, 1, h, w)`` weight of the changed region (1 where noised)."""
     n, _, height, width = batch.shape
     noise = torch.randn(n, 1, cells, cells, generator=generator).to(batch) * strength
     noise = F.interpolate(noise, size=(height, width), mode="bilinear", align_corners=False)
@@ -144,16 +183,118 @@ def corrupt(batch: Tensor, generator: torch.Generator, strength: float, cells: i
     keep = F.interpolate(
         (torch.rand(n, 1, 4, 4, generator=generator) < 0.5).to(batch), size=(height, width), mode="nearest"
     )
-    return torch.clamp(batch + noise * keep * (batch > 0.01), 0.0, 1.0)
+    region = keep * (batch > 0.01)
+    return torch.clamp(batch + noise * region, 0.0, 1.0), region
+
+
+def _foreground_centres(batch: Tensor, generator: torch.Generator) -> Tensor:
+    """One random foreground pixel per slice, in ``grid_sample`` coordinates ``(x, y)`` in [-1, 1]."""
+    n, _, height, width = batch.shape
+    weights = (batch[:, 0] > 0.05).reshape(n, -1).float().cpu() + 1e-6
+    flat = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    rows, cols = (flat // width).float(), (flat % width).float()
+    return torch.stack([(cols + 0.5) / width * 2 - 1, (rows + 0.5) / height * 2 - 1], dim=1).to(batch)
+
+
+def _regions(batch: Tensor, generator: torch.Generator, radius: tuple[float, float]) -> tuple[Tensor, Tensor, Tensor]:
+    """Random elliptical regions around foreground pixels.
+
+    Returns the identity sampling grid ``(n, h, w, 2)``, each pixel's offset
+    from its slice's centre ``(n, h, w, 2)`` and the squared normalised
+    elliptical distance ``(n, 1, h, w)`` (< 1 inside).
+    """
+    n, _, height, width = batch.shape
+    ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=batch.device)
+    xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=batch.device)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(n, height, width, 2)
+    offset = grid - _foreground_centres(batch, generator).view(n, 1, 1, 2)
+    radii = (radius[0] + (radius[1] - radius[0]) * torch.rand(n, 2, generator=generator)).to(batch) * 2
+    distance = (offset / radii.view(n, 1, 1, 2)).pow(2).sum(dim=-1).unsqueeze(1)
+    return grid, offset, distance
+
+
+def paste_patches(batch: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Paste a soft-edged region of another slice of the batch, moved elsewhere, into each slice.
+
+    Returns the changed batch and the region's blending weight ``(n, 1, h, w)``.
+    """
+    n = batch.shape[0]
+    grid, _, distance = _regions(batch, generator, (0.04, 0.16))
+    shift = (0.15 + 0.45 * torch.rand(n, 2, generator=generator)) * torch.where(
+        torch.rand(n, 2, generator=generator) < 0.5, -1.0, 1.0
+    )
+    donor = F.grid_sample(
+        batch.roll(1, dims=0), grid + shift.to(batch).view(n, 1, 1, 2), padding_mode="zeros", align_corners=False
+    )
+    alpha = (0.5 + 0.5 * torch.rand(n, generator=generator)).to(batch).view(n, 1, 1, 1)
+    weight = torch.clamp((1.0 - distance) * 4.0, 0.0, 1.0) * alpha
+    return batch * (1.0 - weight) + donor * weight, weight
+
+
+def warp_locally(batch: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Displace the tissue around a random point: radial push or pull plus a smooth random field.
+
+    Returns the changed batch and the displaced region ``(n, 1, h, w)`` (1 inside).
+    """
+    n, _, height, width = batch.shape
+    grid, offset, distance = _regions(batch, generator, (0.05, 0.15))
+    window = torch.clamp(1.0 - distance, 0.0, 1.0).pow(2).squeeze(1).unsqueeze(-1)
+    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    radial = ((0.3 + 0.5 * torch.rand(n, generator=generator)) * sign).to(batch).view(n, 1, 1, 1)
+    swirl = F.interpolate(torch.randn(n, 2, 4, 4, generator=generator).to(batch) * 0.05, size=(height, width),
+                          mode="bilinear", align_corners=False).permute(0, 2, 3, 1)  # fmt: skip
+    sample = grid + (offset * radial + swirl) * window
+    return F.grid_sample(batch, sample, padding_mode="zeros", align_corners=False), (distance < 1.0).to(batch)
+
+
+def corrupt_batch(batch: Tensor, generator: torch.Generator, config: TrainConfig) -> tuple[Tensor, Tensor]:
+    """The training inputs, each slice clean or corrupted by one of ``config.corruptions``, and where they changed.
+
+    Returns the inputs and the ``(n, 1, h, w)`` weight of the corrupted
+    region of each (0 for clean slices).
+    """
+    if tuple(config.corruptions) == ("noise",):  # every slice noised: the presets trained before the other kinds
+        return add_coarse_noise(batch, generator, config.denoise)
+    n = batch.shape[0]
+    makers: dict[str, Callable[[], tuple[Tensor, Tensor]]] = {
+        "noise": lambda: add_coarse_noise(batch, generator, config.denoise),
+        "patch": lambda: paste_patches(batch, generator),
+        "warp": lambda: warp_locally(batch, generator),
+    }
+    choice = torch.randint(len(config.corruptions), (n,), generator=generator)
+    clean = torch.rand(n, generator=generator) < CLEAN_FRACTION
+    out, region = batch, torch.zeros_like(batch)
+    for index, kind in enumerate(config.corruptions):
+        chosen = ((choice == index) & ~clean).to(batch.device).view(n, 1, 1, 1)
+        changed, where = makers[kind]()
+        out, region = torch.where(chosen, changed, out), torch.where(chosen, where, region)
+    return torch.clamp(out, 0.0, 1.0), region
 
 
 def reconstruction_loss(
-    net: ReconstructionNet, ssim: Dissimilarity, batch: Tensor, config: TrainConfig, inputs: Tensor | None = None
+    net: ReconstructionNet,
+    ssim: Dissimilarity,
+    batch: Tensor,
+    config: TrainConfig,
+    inputs: Tensor | None = None,
+    region: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """SSIM + L2 loss (+ KL for the VAE) of reconstructing ``batch`` from ``inputs`` (default: itself)."""
+    """SSIM + L2 loss (+ KL for the VAE) of reconstructing ``batch`` from ``inputs`` (default: itself).
+
+    With ``region`` (where the inputs were corrupted) and ``config.focus``,
+    each pixel's loss is weighted ``1 + focus * region``: a displaced patch
+    of tissue is a small part of the image's error, and would otherwise be
+    the last thing the network learns to restore.
+    """
     reconstruction, mean, log_var = net(batch if inputs is None else inputs)
-    mse = F.mse_loss(reconstruction, batch)
-    structural = 1.0 - ssim.ssim(batch, reconstruction).mean()
+    if region is not None and config.focus > 0:
+        weight = 1.0 + config.focus * region
+        weight = weight / weight.mean()
+        mse = (weight * (reconstruction - batch).pow(2)).mean()
+        structural = (weight * (1.0 - ssim.ssim(batch, reconstruction))).mean()
+    else:
+        mse = F.mse_loss(reconstruction, batch)
+        structural = 1.0 - ssim.ssim(batch, reconstruction).mean()
     loss = mse + config.ssim_weight * structural
     parts = {"mse": float(mse.detach()), "ssim": float(1.0 - structural.detach())}
     if log_var is not None:
@@ -227,8 +368,8 @@ def train(
                 batch = images[index.to(device)]
                 if config.augment:
                     batch = augment(batch, generator)
-                inputs = corrupt(batch, generator, config.denoise) if config.denoise > 0 else None
-                loss, parts = reconstruction_loss(net, ssim, batch, config, inputs)
+                inputs, region = corrupt_batch(batch, generator, config) if config.denoise > 0 else (None, None)
+                loss, parts = reconstruction_loss(net, ssim, batch, config, inputs, region)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimiser.step()
@@ -286,4 +427,6 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     plain = dict(values)
     network = NetworkConfig(**plain.pop("network"))
     dissimilarity = DissimilarityConfig(**plain.pop("dissimilarity"))
+    if "corruptions" in plain:
+        plain["corruptions"] = tuple(plain["corruptions"])
     return TrainConfig(**plain, network=network, dissimilarity=dissimilarity)
