@@ -38,12 +38,14 @@ from oncostruct_reconstruction.model.anomalies import ANOMALY_KINDS, anomalous_s
 from oncostruct_reconstruction.model.data import SliceSet, block_split, slice_set
 from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
 from oncostruct_reconstruction.model.metrics import DetectionMetrics, detection_metrics
+from oncostruct_reconstruction.model.preprocess import MrScaling
 from oncostruct_reconstruction.model.repository import ONNX_FILE, SHIPPED_ONNX
 from oncostruct_reconstruction.model.scoring import DissimilarityConfig, dissimilarity_map, gaussian_blur, slice_scores
 from oncostruct_reconstruction.model.volumes import mni152_volume
 
 FloatArray = npt.NDArray[np.float32]
-METHODS = ("model", "dae", "ae", "pca", "zscore", "threshold")
+#: Networks the benchmark trains to compare with the evaluated model (leaving out the model's own kind).
+COMPARISON_NETWORKS = ("vae", "dae", "ae")
 
 
 @dataclass
@@ -126,21 +128,25 @@ def evaluate(maps: FloatArray, data: TestSet, reconstructions: FloatArray | None
     return result
 
 
-def train_onnx(name: str, preset: str, seed: int, train: SliceSet, heldout: SliceSet, out: Path) -> Path:
+def train_onnx(
+    name: str, preset: str, seed: int, train: SliceSet, heldout: SliceSet, out: Path, mr_scaling: MrScaling
+) -> Path:
     """Train ``"model"`` (the preset as it is) or a comparison network, export it (needs the ``[train]`` extra).
 
-    ``"ae"`` is the preset with the plain autoencoder; ``"dae"`` the preset
-    as the denoising U-Net (:func:`~oncostruct_reconstruction.model.training.unet_config`).
+    ``"vae"`` and ``"ae"`` are the preset with the residual VAE and the plain
+    autoencoder; ``"dae"`` the preset as the denoising U-Net
+    (:func:`~oncostruct_reconstruction.model.training.unet_config`); all with
+    ``mr_scaling``, the scaling the test slices were made with.
     A model this function exported before under ``out`` with the same
     configuration is reused: comparison networks are trained once per output folder.
     """
     import dataclasses
 
     from oncostruct_reconstruction.model.export import export_onnx
-    from oncostruct_reconstruction.model.training import PRESETS, unet_config
+    from oncostruct_reconstruction.model.training import PRESETS, calibrate_feature_scales, unet_config
     from oncostruct_reconstruction.model.training import train as train_network
 
-    config = dataclasses.replace(PRESETS[preset], seed=seed)
+    config = dataclasses.replace(PRESETS[preset], seed=seed, mr_scaling=mr_scaling)
     if name == "dae":
         config = unet_config(config)
     elif name != "model":
@@ -153,7 +159,9 @@ def train_onnx(name: str, preset: str, seed: int, train: SliceSet, heldout: Slic
     if folder.exists():
         shutil.rmtree(folder)
     net = train_network(config, train, heldout, folder)
-    return export_onnx(net, config.dissimilarity, path, metadata={"train_config": config.as_dict()})
+    # The configuration as asked for is the cache key; the calibrated map settings go in as "dissimilarity".
+    dissimilarity = calibrate_feature_scales(net, heldout.images, config.dissimilarity)
+    return export_onnx(net, dissimilarity, path, metadata={"train_config": wanted})
 
 
 def figure(data: TestSet, result: MethodResult, path: Path) -> None:
@@ -240,23 +248,28 @@ def run_benchmark(
     if train_model:
         from oncostruct_reconstruction.model.training import PRESETS
 
-        size = PRESETS[preset].network.size
+        size, scaling = PRESETS[preset].network.size, PRESETS[preset].mr_scaling
         model_path = None
     else:
         model_path = model or SHIPPED_ONNX
-        size = OnnxAnomalyModel(model_path).size
-    slices = slice_set([mni152_volume(resolution)], size)
+        given = OnnxAnomalyModel(model_path)
+        size, scaling = given.size, given.mr_scaling
+    # The test slices are scaled the way the evaluated model was trained; the comparisons are trained so too.
+    slices = slice_set([mni152_volume(resolution)], size, mr_scaling=scaling)
     train_index, heldout_index = block_split(slices.position)
     train, heldout = slices.take(train_index), slices.take(heldout_index)
     data = test_set(heldout, seed)
     if model_path is None:
-        model_path = train_onnx("model", preset, seed, train, heldout, out)
+        model_path = train_onnx("model", preset, seed, train, heldout, out, scaling)
     model_onnx = OnnxAnomalyModel(model_path)
     config = DissimilarityConfig(**model_onnx.metadata.get("dissimilarity", {}))
     networks = [("model", model_onnx)]
+    kind = model_onnx.metadata.get("network", {}).get("kind", "model")
     if with_networks:
         networks += [
-            (name, OnnxAnomalyModel(train_onnx(name, preset, seed, train, heldout, out))) for name in ("dae", "ae")
+            (name, OnnxAnomalyModel(train_onnx(name, preset, seed, train, heldout, out, scaling)))
+            for name in COMPARISON_NETWORKS
+            if name != kind
         ]
 
     results: dict[str, MethodResult] = {}
@@ -270,7 +283,6 @@ def run_benchmark(
     results["zscore"] = evaluate(gaussian_blur(zscore, config.smooth_sigma, config.smooth_radius), data)
     results["threshold"] = evaluate(gaussian_blur(data.images, config.smooth_sigma, config.smooth_radius), data)
 
-    kind = model_onnx.metadata.get("network", {}).get("kind", "model")
     labels = {"model": f"{kind} ({'trained here' if train_model else 'shipped'})"}
     text = table(results, labels)
     (out / "table.md").write_text(text + "\n")

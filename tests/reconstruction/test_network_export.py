@@ -22,6 +22,7 @@ from oncostruct_reconstruction.model.repository import (
     write_model_repository,
 )
 from oncostruct_reconstruction.model.scoring import DissimilarityConfig, dissimilarity_map
+from oncostruct_reconstruction.model.training import calibrate_feature_scales
 
 CONFIG = NetworkConfig(size=32, base_channels=4, levels=2, latent_channels=4)
 DISSIMILARITY = DissimilarityConfig(ssim_radius=3, smooth_sigma=1.0, smooth_radius=3)
@@ -81,6 +82,49 @@ def test_onnx_matches_pytorch_at_any_batch_size(net: ReconstructionNet, tmp_path
         got_map, got_reconstruction = session.run(images.numpy(), batch_size=batch)
         assert np.abs(got_reconstruction - expected_reconstruction.numpy()).max() < 1e-5
         assert np.abs(got_map - expected_map.numpy()).max() < 1e-5
+
+
+def test_feature_level_term_is_calibrated_exported_and_adds_to_the_pixel_map(
+    net: ReconstructionNet, tmp_path: Path
+) -> None:
+    normals = torch.rand(6, 1, 32, 32)
+    weighted = dataclasses.replace(DISSIMILARITY, feature_weight=0.5)
+    config = calibrate_feature_scales(net, normals.numpy(), weighted)
+    assert len(config.feature_scales) == CONFIG.levels + 1  # the stem and each level
+    assert calibrate_feature_scales(net, normals.numpy(), DISSIMILARITY) == DISSIMILARITY  # weight 0: unchanged
+    # On the calibration slices every level's 99th percentile, divided by its scale, is the pixel map's.
+    dissimilarity = Dissimilarity(config)
+    with torch.no_grad():
+        reconstruction, features = net.reconstruct_with_features(normals)
+        pixel = dissimilarity(normals, reconstruction)
+        levels = dissimilarity.feature_levels(features, net.features(reconstruction))
+    for level, scale in zip(levels, config.feature_scales, strict=True):
+        assert float(torch.quantile(level.flatten(), 0.99)) / scale == pytest.approx(
+            float(torch.quantile(pixel.flatten(), 0.99)), rel=1e-4
+        )
+    images = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        plain_map, _ = AnomalyGraph(net, DISSIMILARITY).eval()(images)
+        feature_map, _ = AnomalyGraph(net, config).eval()(images)
+    assert float((feature_map - plain_map).min()) >= 0.0
+    assert float((feature_map - plain_map).mean()) > 0.01 * float(plain_map.mean())
+    path = export_onnx(net, config, tmp_path / "features.onnx")
+    exported = OnnxAnomalyModel(path)
+    assert tuple(exported.metadata["dissimilarity"]["feature_scales"]) == config.feature_scales
+    got_map, _ = exported.run(images.numpy())
+    assert np.abs(got_map - feature_map.numpy()).max() < 1e-5
+
+
+def test_feature_configuration_is_checked() -> None:
+    with pytest.raises(ValueError, match="feature_weight"):
+        DissimilarityConfig(feature_weight=-1.0)
+    with pytest.raises(ValueError, match="feature_scales"):
+        DissimilarityConfig(feature_weight=1.0, feature_scales=(1.0, 0.0))
+    graph = AnomalyGraph(
+        ReconstructionNet(CONFIG).eval(), DissimilarityConfig(feature_weight=1.0, feature_scales=(1.0,))
+    )
+    with pytest.raises(ValueError, match="3 encoder levels but 1 feature scales"), torch.no_grad():
+        graph(torch.rand(1, 1, 32, 32))
 
 
 def test_model_repository_layout(tmp_path: Path) -> None:

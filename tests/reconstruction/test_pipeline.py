@@ -11,8 +11,10 @@ import re
 import socket
 import subprocess
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
 from oncostruct_reconstruction.app import create_app
+from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, SHIPPED_VERSION
 from oncostruct_reconstruction.triton_local import LocalTriton
 from oncostruct_shared.settings import ServiceSettings
 from tests.imaging.factory import ct_dataset, new_uid
@@ -30,6 +33,7 @@ from tests.reconstruction.brain_series import BrainSeries, brain_series
 from tests.support import Issuer, LiveServer, PostgresServer, bearer, free_port
 
 JOBS = "/reconstruction/v1/jobs"
+SHIPPED_MODEL = f"{DEFAULT_MODEL_NAME}@{SHIPPED_VERSION}"
 PARAMETRIC_MAP, SEGMENTATION = "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.66.4"
 SERVICE_SUBJECT = "oncostruct-reconstruction"
 
@@ -136,7 +140,7 @@ def test_job_succeeds_with_scores_per_slice(lesion_job: tuple[BrainSeries, dict[
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"] == 1.0
     assert job["trigger"] == "api"
-    assert job["result"]["model"] == "nearest_normal@1"
+    assert job["result"]["model"] == SHIPPED_MODEL
     uids = [str(ds.SOPInstanceUID) for ds in series.datasets]
     assert sorted(item["sop_instance_uid"] for item in job["slice_scores"]) == sorted(uids)
     assert all(item["score"] >= 0 for item in job["slice_scores"])
@@ -177,7 +181,7 @@ def test_proposals_are_in_the_annotation_service_on_the_lesion(
     ).json()["items"]
     assert {item["id"] for item in listed} == {p["annotation_id"] for p in proposals}
     assert {item["status"] for item in listed} == {"proposed"}
-    assert {item["author"] for item in listed} == {"nearest_normal@1"}
+    assert {item["author"] for item in listed} == {SHIPPED_MODEL}
     # The best proposal's mask lies on the inserted lesion.
     best = next(item for item in listed if item["id"] == proposals[0]["annotation_id"])
     geometry = best["geometry"]
@@ -199,7 +203,7 @@ def test_parametric_map_and_seg_are_stored_valid_and_reference_the_source(
         assert instance.SOPClassUID == sop_class
         assert instance.Manufacturer == "OncoStruct"
         assert instance.ReferencedSeriesSequence[0].SeriesInstanceUID == series.series_uid
-        assert "nearest_normal@1" in str(instance.ManufacturerModelName)
+        assert SHIPPED_MODEL in str(instance.ManufacturerModelName)
         path = tmp_path / f"{key}.dcm"
         instance.save_as(path, enforce_file_format=True)
         checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
@@ -214,7 +218,7 @@ def test_parametric_map_and_seg_are_stored_valid_and_reference_the_source(
 
 def test_same_series_and_version_is_one_job(api: httpx.Client, lesion_job: tuple[BrainSeries, dict[str, Any]]) -> None:
     series, job = lesion_job
-    again = _submit(api, series.study_uid, series.series_uid, model_version="1")
+    again = _submit(api, series.study_uid, series.series_uid, model_version=SHIPPED_VERSION)
     assert again.status_code == 200
     assert again.json()["id"] == job["id"]
     assert api.get(JOBS, params={"series_uid": series.series_uid}).json()["items"] == [again.json()]
@@ -309,54 +313,133 @@ def test_series_that_cannot_be_analysed_fail_with_the_reason(
     assert job["result"].get("parametric_map") is None  # nothing written for a series that cannot be analysed
 
 
-def test_a_job_waits_while_triton_is_away_and_finishes_when_it_is_back(
+@dataclass
+class OwnQueue:
+    """A reconstruction service's settings on a database of its own (no other worker takes its jobs)."""
+
+    settings: Callable[..., ServiceSettings]
+    common: dict[str, Any]
+    triton_url: str
+    imaging_url: str
+    headers: dict[str, str]
+
+    def start(self, **overrides: Any) -> LiveServer:
+        return _start(self.settings, **{**self.common, "triton_url": self.triton_url, **overrides})
+
+    def client(self, server: LiveServer) -> httpx.Client:
+        return httpx.Client(base_url=server.url, headers=self.headers, timeout=60)
+
+
+@pytest.fixture
+def own_queue(
     service_settings: Callable[..., ServiceSettings],
     triton: LocalTriton,
     imaging_url: str,
     annotations_url: str,
     issuer: Issuer,
-    dicomweb: DICOMwebClient,
     postgres: PostgresServer,
+) -> OwnQueue:
+    database = f"test_reconstruction_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(database)
+    common = {"database": database, "imaging_url": f"{imaging_url}/dicomweb",
+              "annotations_url": f"{annotations_url}/annotations/v1"}  # fmt: skip
+    headers = bearer(issuer.token("reconstruction.read", "reconstruction.run"))
+    return OwnQueue(service_settings, common, triton.url, imaging_url, headers)
+
+
+def _submit_and_see_it_wait(api: httpx.Client, series: BrainSeries, reason: str) -> str:
+    """Submit a job for the series and wait until it has been tried twice, waiting for ``reason``."""
+    response = _submit(api, series.study_uid, series.series_uid)
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    waiting = _wait(api, job_id, lambda job: job["attempts"] >= 2, timeout=90)
+    assert waiting["status"] in ("queued", "running")
+    assert reason in waiting["waiting"], waiting["waiting"]
+    assert waiting["error"] is None
+    return job_id
+
+
+def test_a_job_waits_while_triton_is_away_and_finishes_when_it_is_back(
+    own_queue: OwnQueue, dicomweb: DICOMwebClient
 ) -> None:
-    postgres.create_database("test_reconstruction_wait")  # its own queue: no other worker takes the job
     series = brain_series(slices=(40, 46), lesion=False, patient_id="RECON-WAIT")
     _store(dicomweb, series.datasets)
-    common: dict[str, Any] = {
-        "database": "test_reconstruction_wait",
-        "imaging_url": f"{imaging_url}/dicomweb",
-        "annotations_url": f"{annotations_url}/annotations/v1",
-        "triton_timeout_s": 1.0,
-    }
-    headers = bearer(issuer.token("reconstruction.read", "reconstruction.run"))
     # A listener that accepts and never answers: Triton hung.
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     try:
         hung = f"127.0.0.1:{silent.getsockname()[1]}"
-        with (
-            _start(service_settings, triton_url=hung, **common) as server,
-            httpx.Client(base_url=server.url, headers=headers, timeout=60) as api,
-        ):
-            response = _submit(api, series.study_uid, series.series_uid)
-            assert response.status_code == 202, response.text
-            job_id = response.json()["id"]
-            waiting = _wait(api, job_id, lambda job: job["attempts"] >= 2, timeout=60)
-        assert waiting["status"] in ("queued", "running")
-        assert "did not answer" in waiting["waiting"]
-        assert waiting["error"] is None
+        with own_queue.start(triton_url=hung, triton_timeout_s=1.0) as server, own_queue.client(server) as api:
+            job_id = _submit_and_see_it_wait(api, series, "did not answer")
     finally:
         silent.close()
     # The service restarts with Triton reachable: the same job, from the queue, finishes.
-    with (
-        _start(service_settings, triton_url=triton.url, **common) as server,
-        httpx.Client(base_url=server.url, headers=headers, timeout=60) as api,
-    ):
+    with own_queue.start() as server, own_queue.client(server) as api:
         done = _wait(api, job_id, _finished)
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] >= 2
     assert done["waiting"] is None
     assert done["result"]["proposals_note"].startswith("No annotation project")
+
+
+class _StowGate:
+    """An ASGI proxy to the imaging service that answers every STOW-RS with 503 while ``closed``."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.closed = True
+        self.refused = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["method"] == "POST" and self.closed:
+            self.refused += 1
+            status, headers, content = 503, [(b"content-type", b"application/problem+json")], b'{"status": 503}'
+        else:
+            query = scope["query_string"].decode()
+            url = f"{self.upstream}{scope['path']}" + (f"?{query}" if query else "")
+            forwarded = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"host", b"content-length")]
+            async with httpx.AsyncClient(timeout=60) as client:
+                answer = await client.request(scope["method"], url, headers=forwarded, content=body)
+            content = answer.content
+            skip = {"content-length", "transfer-encoding", "content-encoding", "connection"}
+            headers = [(k.encode(), v.encode()) for k, v in answer.headers.items() if k.lower() not in skip]
+            status = answer.status_code
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+def test_a_job_waits_while_the_archive_refuses_results_and_stores_them_once_when_it_takes_them(
+    own_queue: OwnQueue, dicomweb: DICOMwebClient
+) -> None:
+    series = brain_series(lesion=True, patient_id="RECON-STOW")
+    _store(dicomweb, series.datasets)
+    gate = _StowGate(own_queue.imaging_url)
+    with (
+        LiveServer(gate) as proxy,  # type: ignore[arg-type]
+        own_queue.start(imaging_url=f"{proxy.url}/dicomweb") as server,
+        own_queue.client(server) as api,
+    ):
+        job_id = _submit_and_see_it_wait(api, series, "The imaging service answered 503")
+        assert gate.refused >= 2
+        gate.closed = False
+        done = _wait(api, job_id, _finished)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["waiting"] is None
+    found = dicomweb.search_for_series(series.study_uid, search_filters={"Modality": "SEG"})
+    found += dicomweb.search_for_series(series.study_uid, search_filters={"SOPClassUID": PARAMETRIC_MAP})
+    uids = {item["0020000E"]["Value"][0] for item in found}
+    assert done["result"]["segmentation"]["series_uid"] in uids
+    instances = dicomweb.search_for_instances(series.study_uid, done["result"]["parametric_map"]["series_uid"])
+    assert len(instances) == 1  # stored once, not once per attempt
 
 
 def test_submitting_needs_the_run_scope(api: httpx.Client, pipeline: str, issuer: Issuer) -> None:

@@ -7,6 +7,8 @@ import pytest
 from scipy import ndimage  # type: ignore[import-untyped]
 
 from oncostruct_reconstruction.model.preprocess import (
+    LEGACY_MR_SCALING,
+    MrScaling,
     close_and_fill_slices,
     foreground_mask,
     normalise_mr,
@@ -38,10 +40,50 @@ def test_mr_normalisation_uses_foreground_percentiles() -> None:
     volume[0, 10, 10] = 10_000  # one hot voxel must not squash the contrast
     scaled = normalise_mr(volume)
     inside = scaled[:, 8:24, 8:24]
-    assert scaled.min() == 0.0
-    assert scaled.max() == 1.0
-    assert 0.4 < float(np.median(inside)) < 0.6
+    # 5th percentile (≈ 105) → 0.2, 95th (≈ 195) → 0.75: the median (≈ 150) lands half-way.
+    assert float(np.percentile(inside, 5)) == pytest.approx(0.2, abs=1e-3)
+    assert float(np.percentile(inside, 95)) == pytest.approx(0.75, abs=1e-3)
+    assert float(np.median(inside)) == pytest.approx(0.475, abs=0.02)
+    assert scaled[0, 10, 10] == 1.0  # clipped, not stretched to
     assert scaled[1, 0, 0] == 0.0
+    legacy = normalise_mr(volume, scaling=LEGACY_MR_SCALING)
+    assert legacy.min() == 0.0
+    assert legacy.max() == 1.0
+    assert 0.4 < float(np.median(legacy[:, 8:24, 8:24])) < 0.6
+
+
+def _tissue_with_lesion(lesion_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three tissue classes, and a copy with a bright lesion (1.3× the brightest tissue) over some of them."""
+    rng = np.random.default_rng(1)
+    tissue = rng.choice([300.0, 600.0, 800.0], size=(8, 40, 40)) + rng.normal(0, 20, size=(8, 40, 40))
+    lesion = np.zeros(tissue.shape, bool)
+    lesion.reshape(-1)[: int(lesion.size * lesion_fraction)] = True
+    return tissue.astype(np.float32), np.where(lesion, 1.3 * tissue.max(), tissue).astype(np.float32), lesion
+
+
+def test_a_bright_lesion_does_not_rescale_the_rest_of_the_series() -> None:
+    # A lesion of 3 % of the foreground: with the default scaling normal tissue keeps its values (the
+    # model sees the contrast it was trained on); with the legacy 1st-99th percentile it darkens by a tenth.
+    normal, with_lesion, lesion = _tissue_with_lesion(0.03)
+    mask = np.ones(normal.shape, bool)
+    for scaling, bound in ((MrScaling(), 0.02), (LEGACY_MR_SCALING, None)):
+        change = np.abs(normalise_mr(with_lesion, mask, scaling) - normalise_mr(normal, mask, scaling))[~lesion]
+        if bound is None:
+            assert float(np.median(change)) > 0.05
+        else:
+            assert float(change.max()) < bound
+    scaled = normalise_mr(with_lesion, mask)
+    assert float(scaled[lesion].min()) > float(np.percentile(scaled[~lesion], 99.9)) + 0.1  # room above tissue
+
+
+def test_mr_scaling_reads_back_its_text_and_refuses_nonsense() -> None:
+    scaling = MrScaling((2.0, 98.0), (0.1, 0.9))
+    assert scaling.text() == "2,98:0.1,0.9"
+    assert MrScaling.parse(scaling.text()) == scaling
+    assert MrScaling.parse(MrScaling().text()) == MrScaling()
+    for text in ("5,95", "a,b:c,d", "5,95:0.2", "", "95,5:0.2,0.75", "5,95:0.75,0.2", "5,101:0,1"):
+        with pytest.raises(ValueError, match="MR scaling"):
+            MrScaling.parse(text)
 
 
 def test_foreground_mask_fills_holes_and_drops_specks() -> None:
@@ -74,6 +116,28 @@ def test_prepare_ct_series_windows_and_masks() -> None:
     assert prepared.masks.shape == (3, 32, 32)
     assert prepared.slices[:, 0][prepared.masks].mean() == pytest.approx(0.5, abs=0.05)
     assert prepared.slices[:, 0][~prepared.masks].max() == 0.0
+
+
+@pytest.mark.parametrize("window", ["brain", "soft_tissue", "lung"])
+def test_prepare_a_non_square_ct_series_pads_with_air_and_keeps_the_body_in_place(window: str) -> None:
+    # 64 × 128 slices: the model grid pads them to a square. Padding with 0 would be water (0 HU), which
+    # the soft-tissue and lung windows show as tissue: a frame the mask would take for body.
+    volume = np.full((4, 64, 128), -1000.0, np.float32)
+    body = np.zeros(volume.shape, bool)
+    body[:, 16:48, 24:104] = True
+    volume[body] = 40.0
+    prepared = prepare_series(volume, "CT", 32, ct_window=window)
+    assert prepared.masks.shape == (4, 32, 32)
+    back = restore_slices(prepared.masks.astype(np.float32), 64, 128, order=0) > 0.5
+    overlap = (back & body).sum() / (back | body).sum()
+    assert overlap > 0.9
+    assert prepared.slices[:, 0][~prepared.masks].max() == 0.0
+    assert not prepared.masks[:, :8].any()  # the padded rows above the slab
+
+
+def test_prepare_refuses_an_empty_volume() -> None:
+    with pytest.raises(ValueError, match="no voxels"):
+        prepare_series(np.zeros((0, 8, 8)), "MR", 8)
 
 
 def test_prepare_rejects_unsupported_modality() -> None:
@@ -112,10 +176,17 @@ def test_closing_and_filling_an_empty_stack() -> None:
     assert not close_and_fill_slices(np.zeros((2, 5, 5), dtype=bool)).any()
 
 
+def _same_as_zoom(got: np.ndarray, expected: np.ndarray, order: int) -> bool:
+    """Nearest: exactly zoom's pixels; linear: zoom's float64 arithmetic done in float32 (within 1e-6)."""
+    if order == 0:
+        return bool(np.array_equal(got, expected))
+    return got.shape == expected.shape and bool(np.abs(got - expected).max() < 1e-6)
+
+
 @pytest.mark.parametrize("order", [0, 1])
-@pytest.mark.parametrize(("rows", "columns"), [(64, 64), (64, 50), (48, 64), (63, 63)])
+@pytest.mark.parametrize(("rows", "columns"), [(64, 64), (64, 50), (48, 64), (63, 63), (100, 90)])
 def test_restoring_slices_equals_scipy_zoom(order: int, rows: int, columns: int) -> None:
-    """The doubling fast path gives exactly what ``ndimage.zoom`` gives (and other factors still use it)."""
+    """The fast paths (matrix products for linear, repetition for 2× nearest) give what ``ndimage.zoom`` gives."""
     slices = np.random.default_rng(order).random((5, 32, 32)).astype(np.float32)
     side = max(rows, columns)
     expected = ndimage.zoom(
@@ -123,7 +194,7 @@ def test_restoring_slices_equals_scipy_zoom(order: int, rows: int, columns: int)
     )[:, :side, :side]
     top, left = (side - rows) // 2, (side - columns) // 2
     expected = expected[:, top : top + rows, left : left + columns]
-    assert np.array_equal(restore_slices(slices, rows, columns, order=order), expected)
+    assert _same_as_zoom(restore_slices(slices, rows, columns, order=order), expected, order)
 
 
 def test_foreground_mask_equals_its_whole_volume_definition() -> None:
@@ -144,13 +215,13 @@ def test_foreground_mask_equals_its_whole_volume_definition() -> None:
 
 
 @pytest.mark.parametrize("order", [0, 1])
-@pytest.mark.parametrize(("rows", "columns"), [(64, 64), (64, 50), (47, 64)])
+@pytest.mark.parametrize(("rows", "columns"), [(64, 64), (64, 50), (47, 64), (233, 197)])
 def test_resampling_slices_equals_scipy_zoom(order: int, rows: int, columns: int) -> None:
-    """The halving fast path gives exactly what ``ndimage.zoom`` gives."""
+    """Shrinking: the fast paths give what ``ndimage.zoom`` gives (233 × 197: the 1 mm template's slices)."""
     slices = np.random.default_rng(order + rows).random((3, rows, columns)).astype(np.float32)
     square = pad_to_square(slices)
     expected = ndimage.zoom(
         square, (1.0, 32 / square.shape[-1], 32 / square.shape[-1]), order=order, prefilter=False,
         grid_mode=True, mode="grid-constant",
     )[:, :32, :32]  # fmt: skip
-    assert np.array_equal(resample_slices(slices, 32, order=order), expected)
+    assert _same_as_zoom(resample_slices(slices, 32, order=order), expected, order)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from scipy import ndimage  # type: ignore[import-untyped]
 
 from oncostruct_reconstruction.model.preprocess import resample_slices, restore_slices
 from oncostruct_reconstruction.model.regions import find_regions
@@ -58,6 +59,27 @@ def test_regions_are_connected_sized_and_ordered_by_peak() -> None:
     assert regions[0].volume_mm3 == 200.0
     assert regions[1].mask.shape == (3, 5, 5)
     assert find_regions(anomaly, foreground, 0.5, max_regions=1)[0].peak == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_regions_equal_labelling_the_whole_volume(seed: int) -> None:
+    """Labelled inside the candidates' box only: the same components, boxes and values as labelling it all."""
+    rng = np.random.default_rng(seed)
+    anomaly = ndimage.gaussian_filter(rng.random((12, 48, 40)), 2.0).astype(np.float32)
+    foreground = np.zeros(anomaly.shape, bool)
+    foreground[1:11, 5:45, 4:36] = True
+    threshold = float(np.quantile(anomaly[foreground], 0.9))
+    labels, _ = ndimage.label((anomaly > threshold) & foreground, structure=np.ones((3, 3, 3), bool))
+    expected = []
+    for index, where in enumerate(ndimage.find_objects(labels), start=1):
+        inside = labels[where] == index
+        if inside.sum() >= 5:
+            box = tuple(v for part in where for v in (part.start, part.stop))
+            expected.append((box, int(inside.sum()), float(anomaly[where][inside].max())))
+    got = find_regions(anomaly, foreground, threshold, min_volume_mm3=5.0, max_regions=1000)
+    assert len(got) == len(expected) > 1
+    assert sorted((r.box, r.voxels, r.peak) for r in got) == sorted(expected)
+    assert find_regions(anomaly, foreground, float(anomaly.max()) + 1) == []
 
 
 def test_outputs_are_the_same_objects_when_a_job_runs_again() -> None:

@@ -9,8 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from oncostruct_reconstruction.model.preprocess import LEGACY_MR_SCALING, MrScaling
 from oncostruct_reconstruction.model.repository import CONFIG_FILE, ONNX_FILE
-from oncostruct_reconstruction.model.training import PRESETS
+from oncostruct_reconstruction.model.training import PRESETS, config_from_dict, load_checkpoint
 from oncostruct_reconstruction.model.volumes import mni152_volume
 from oncostruct_reconstruction.train import main
 
@@ -41,7 +42,9 @@ def test_train_from_nifti_folder_writes_checkpoint_log_and_model_version(normal_
     assert (tmp_path / "a" / "checkpoint.pt").exists()
     model_dir = tmp_path / "a" / "repo" / "nearest_normal"
     assert (model_dir / "2" / ONNX_FILE).stat().st_size > 10_000
-    assert "dims: [ 1, 64, 64 ]" in (model_dir / CONFIG_FILE).read_text()
+    config_text = (model_dir / CONFIG_FILE).read_text()
+    assert "dims: [ 1, 64, 64 ]" in config_text
+    assert 'key: "mr_scaling" value: { string_value: "5,95:0.2,0.75" }' in config_text  # served as trained
     record = json.loads((tmp_path / "a" / "training_record.json").read_text())
     assert record["seed"] == 7
     assert record["training_slices"] > 0
@@ -52,13 +55,28 @@ def test_train_from_nifti_folder_writes_checkpoint_log_and_model_version(normal_
 
 def test_kind_corruptions_focus_and_skips_from_the_command_line(normal_folder: Path, tmp_path: Path) -> None:
     log = _train(normal_folder, tmp_path / "unet", 1, "--kind", "dae", "--corruptions", "patch, warp", "--focus", "2",
-                 "--skip-from", "1")  # fmt: skip
+                 "--skip-from", "1", "--mr-scaling", "2,98:0.1,0.8", "--feature-weight", "0.5")  # fmt: skip
     assert "kl" not in log[0]  # no latent distribution in the U-Net
     config = json.loads((tmp_path / "unet" / "training_record.json").read_text())["config"]
+    assert config["mr_scaling"] == {"percentiles": [2.0, 98.0], "targets": [0.1, 0.8]}
+    assert config["dissimilarity"]["feature_weight"] == 0.5
+    assert len(config["dissimilarity"]["feature_scales"]) == config["network"]["levels"] + 1  # calibrated
+    assert 'string_value: "2,98:0.1,0.8"' in (tmp_path / "unet" / "repo" / "nearest_normal" / CONFIG_FILE).read_text()
+    _, loaded = load_checkpoint(tmp_path / "unet" / "checkpoint.pt")
+    assert loaded.mr_scaling == MrScaling((2.0, 98.0), (0.1, 0.8))
     assert config["network"]["kind"] == "dae"
     assert config["corruptions"] == ["patch", "warp"]
     assert config["focus"] == 2.0
     assert config["network"]["skip_from"] == 1
+
+
+def test_malformed_mr_scaling_is_refused(
+    normal_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["--data", str(normal_folder), "--preset", "ci", "--mr-scaling", "95,5:0,1", "--out", str(tmp_path)])
+    assert status == 2
+    assert "--mr-scaling: MR scaling percentiles must satisfy" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("corruptions", ["noise,scratch", ","])
@@ -83,3 +101,9 @@ def test_training_is_reproducible_with_a_seed(normal_folder: Path, tmp_path: Pat
 
 def test_empty_folder_is_refused(tmp_path: Path) -> None:
     assert main(["--data", str(tmp_path), "--preset", "ci", "--out", str(tmp_path / "out")]) == 2
+
+
+def test_a_configuration_from_before_mr_scaling_reads_as_the_legacy_scaling() -> None:
+    old = {key: value for key, value in PRESETS["ci"].as_dict().items() if key != "mr_scaling"}
+    assert config_from_dict(old).mr_scaling == LEGACY_MR_SCALING
+    assert config_from_dict(PRESETS["ci"].as_dict()).mr_scaling == MrScaling()

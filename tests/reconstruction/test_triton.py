@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
-from oncostruct_reconstruction.clients.triton import ModelUnknown, TritonModelClient, triton_model_client
+from oncostruct_reconstruction.clients.triton import ModelUnknown, TritonModelClient, _model_info, triton_model_client
 from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
+from oncostruct_reconstruction.model.preprocess import LEGACY_MR_SCALING, MrScaling
 from oncostruct_reconstruction.model.repository import (
     DEFAULT_MODEL_NAME,
     DEFAULT_REPOSITORY,
@@ -64,12 +65,32 @@ async def test_unknown_model_version_is_a_permanent_error(triton: LocalTriton) -
         await client.close()
 
 
-async def test_calibrated_threshold_travels_with_the_model_config(triton: LocalTriton) -> None:
+async def test_calibrated_threshold_and_scaling_travel_with_the_model_config(triton: LocalTriton) -> None:
     async with triton_model_client(triton.url, DEFAULT_MODEL_NAME, SHIPPED_VERSION) as client:
         info = await client.check_ready()
     config = (DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / "config.pbtxt").read_text()
     assert info.threshold is not None
     assert f'string_value: "{info.threshold:g}"' in config
+    trained_with = OnnxAnomalyModel(SHIPPED).metadata["training"]["config"]["mr_scaling"]
+    assert info.mr_scaling == MrScaling(tuple(trained_with["percentiles"]), tuple(trained_with["targets"]))
+    assert f'key: "mr_scaling" value: {{ string_value: "{info.mr_scaling.text()}" }}' in config
+
+
+def test_model_config_parameters_are_read_or_refused() -> None:
+    metadata = {
+        "versions": ["3"],
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 64, 64]}],
+        "outputs": [{"name": "anomaly_map"}],
+    }
+    plain = _model_info(metadata, {"max_batch_size": 8}, "m")
+    assert (plain.version, plain.size, plain.threshold) == ("3", 64, None)
+    assert plain.mr_scaling == LEGACY_MR_SCALING  # a model from before the scaling was recorded
+    given = {"anomaly_threshold": {"string_value": "0.25"}, "mr_scaling": {"string_value": "2,98:0.1,0.8"}}
+    info = _model_info(metadata, {"parameters": given}, "m")
+    assert (info.threshold, info.mr_scaling) == (0.25, MrScaling((2.0, 98.0), (0.1, 0.8)))
+    for key, value, reason in (("mr_scaling", "2,98", "MR scaling"), ("anomaly_threshold", "high", "not a number")):
+        with pytest.raises(UpstreamError, match=f"Model m's {key} parameter.*{reason}"):
+            _model_info(metadata, {"parameters": {key: {"string_value": value}}}, "m")
 
 
 async def test_wrong_slice_size_is_refused_before_sending(triton: LocalTriton) -> None:

@@ -230,7 +230,9 @@ class JobRunner:
             paths = await self.imaging.retrieve_series(job.study_instance_uid, job.series_instance_uid, work, "*")
             volume = await asyncio.to_thread(load_volume, paths, plan, job.series_instance_uid)
         async with self._stage(job, "inferring", 0.4, timings):
-            prepared = await asyncio.to_thread(prepare_series, volume.voxels, plan.modality, info.size)
+            prepared = await asyncio.to_thread(
+                prepare_series, volume.voxels, plan.modality, info.size, mr_scaling=info.mr_scaling
+            )
             output = await client.infer(prepared.slices)
         threshold = info.threshold if info.threshold is not None else self.settings.fallback_threshold
         async with self._stage(job, "scoring", 0.6, timings):
@@ -279,14 +281,28 @@ class JobRunner:
         threshold: float,
         result: dict[str, Any],
     ) -> None:
-        if "parametric_map" not in result:
-            pm = await asyncio.to_thread(parametric_map, volume.datasets, analysis.anomaly, identity, threshold)
-            result["parametric_map"] = await self._stow(job, pm)
+        async def store(key: str, build: Callable[[], Any]) -> None:
+            # Each object is recorded on the job as soon as it is stored: a retry builds only what is missing.
+            if key in result:
+                return
+            dataset = await asyncio.to_thread(build)
+            result[key] = await self._stow(job, dataset) if dataset is not None else None
             await set_job(self.sessionmaker, job.id, result=result)
-        if "segmentation" not in result:
-            seg = await asyncio.to_thread(segmentation, volume.datasets, analysis.regions, identity)
-            result["segmentation"] = await self._stow(job, seg) if seg is not None else None
-            await set_job(self.sessionmaker, job.id, result=result)
+
+        # Built and stored side by side: one object is encoded while the other travels to the archive. The
+        # first failure cancels the other and is raised as itself, so the job's retry rules see what it was.
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(
+                    store(
+                        "parametric_map", lambda: parametric_map(volume.datasets, analysis.anomaly, identity, threshold)
+                    )
+                )
+                group.create_task(
+                    store("segmentation", lambda: segmentation(volume.datasets, analysis.regions, identity))
+                )
+        except BaseExceptionGroup as failures:
+            raise _first_leaf(failures) from None
 
     async def _stow(self, job: JobRow, dataset: Any) -> dict[str, Any]:
         stored = await self.imaging.store(job.study_instance_uid, [dataset])
@@ -366,3 +382,9 @@ class JobRunner:
 
 
 __all__ = ["QUEUE", "JobRunner", "ModelInfo"]
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception inside a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from .model.repository import SHIPPED_VERSION
+
 UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 
 
@@ -32,7 +34,7 @@ class JobCreate(BaseModel):
                 {
                     "study_uid": "1.2.826.0.1.3680043.10.1.1",
                     "series_uid": "1.2.826.0.1.3680043.10.1.1.2",
-                    "model_version": "1",
+                    "model_version": SHIPPED_VERSION,
                     "project_id": "6f1c2b1e-4a55-4c47-9b8e-0f4f5c2a9d10",
                 }
             ]

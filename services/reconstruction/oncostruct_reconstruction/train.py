@@ -31,6 +31,7 @@ import numpy.typing as npt
 from .model.data import block_split, slice_set
 from .model.inference import OnnxAnomalyModel
 from .model.platform import PlatformSource, platform_volumes
+from .model.preprocess import MrScaling
 from .model.repository import DEFAULT_MODEL_NAME, ServingConfig, write_model_repository
 from .model.scoring import calibrate_threshold
 from .model.volumes import folder_volumes, mni152_volume
@@ -80,6 +81,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--skip-from", type=int, help="U-Net: finest encoder level passed to the decoder (0: full resolution)"
     )
+    parser.add_argument(
+        "--mr-scaling",
+        help="MR intensity scaling 'p_low,p_high:t_low,t_high': two foreground percentiles and the values they "
+        "map to (default 5,95:0.2,0.75); the model is served with it",
+    )
+    parser.add_argument(
+        "--feature-weight",
+        type=float,
+        help="weight of the feature-level term of the anomaly map (0: pixel level only; its scales are calibrated "
+        "on the held-out slices after training)",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .model.export import export_onnx
     from .model.network import parameter_count
-    from .model.training import CORRUPTION_KINDS, PRESETS, train
+    from .model.training import CORRUPTION_KINDS, PRESETS, calibrate_feature_scales, train
 
     if args.preset not in PRESETS:
         print(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}", file=sys.stderr)
@@ -136,6 +148,19 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         overrides["corruptions"] = kinds
+    if args.mr_scaling:
+        try:
+            overrides["mr_scaling"] = MrScaling.parse(args.mr_scaling)
+        except ValueError as error:
+            print(f"--mr-scaling: {error}", file=sys.stderr)
+            return 2
+    if args.feature_weight is not None:
+        if args.feature_weight < 0:
+            print("--feature-weight must be 0 or more", file=sys.stderr)
+            return 2
+        overrides["dissimilarity"] = dataclasses.replace(
+            config.dissimilarity, feature_weight=args.feature_weight, feature_scales=()
+        )
     network = dataclasses.replace(config.network, kind=args.kind) if args.kind else config.network
     if args.skip_from is not None:
         network = dataclasses.replace(network, skip_from=args.skip_from)
@@ -162,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f"labelled normal in project {args.platform}" if args.platform else f"under {args.data}"
         print(f"no NIfTI files or DICOM MR/CT series {where}", file=sys.stderr)
         return 2
-    slices = slice_set(volumes, config.network.size)
+    slices = slice_set(volumes, config.network.size, mr_scaling=config.mr_scaling)
     train_index, heldout_index = block_split(slices.position)
     if args.all_slices:
         train_index = np.arange(len(slices))
@@ -172,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     net = train(config, train_set, heldout_set if len(heldout_set) else None, args.out, resume=args.resume)
     seconds = time.perf_counter() - started
+    calibration = heldout_set if len(heldout_set) else train_set
+    config = dataclasses.replace(
+        config, dissimilarity=calibrate_feature_scales(net, calibration.images, config.dissimilarity)
+    )
     metrics = [json.loads(line) for line in (args.out / "metrics.jsonl").read_text().splitlines() if line]
     record = {
         "command": "python -m oncostruct_reconstruction.train " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -188,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
     }
     onnx_path = export_onnx(net, config.dissimilarity, args.out / "model.onnx", metadata={"training": record})
-    calibration = heldout_set if len(heldout_set) else train_set
     threshold = calibrate_model_threshold(onnx_path, calibration.images, calibration.masks)
     record["anomaly_threshold"] = threshold
     (args.out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     if args.repository is not None:
-        serving = ServingConfig(name=args.model_name, size=config.network.size, anomaly_threshold=threshold)
+        serving = ServingConfig(
+            name=args.model_name, size=config.network.size, anomaly_threshold=threshold, mr_scaling=config.mr_scaling
+        )
         model_dir = write_model_repository(args.repository, onnx_path, serving, version=args.model_version)
         (model_dir / str(args.model_version) / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
         log.info("exported to %s", model_dir)

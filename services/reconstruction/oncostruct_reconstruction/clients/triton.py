@@ -25,7 +25,8 @@ from tritonclient.utils import InferenceServerException  # type: ignore[import-u
 
 from oncostruct_shared.errors import Invalid, Unprocessable, UpstreamError, UpstreamUnavailable
 
-from ..model.repository import INPUT_NAME, MAP_NAME, RECONSTRUCTION_NAME, THRESHOLD_PARAMETER
+from ..model.preprocess import LEGACY_MR_SCALING, MrScaling
+from ..model.repository import INPUT_NAME, MAP_NAME, MR_SCALING_PARAMETER, RECONSTRUCTION_NAME, THRESHOLD_PARAMETER
 
 FloatArray = npt.NDArray[np.float32]
 T = TypeVar("T")
@@ -45,6 +46,10 @@ class ModelInfo:
         Largest batch the model accepts in one request.
     threshold
         The calibrated voxel threshold from the config parameter ``anomaly_threshold`` (None if absent).
+    mr_scaling
+        The MR scaling the model was trained with, from the config parameter ``mr_scaling``
+        (absent: :data:`~oncostruct_reconstruction.model.preprocess.LEGACY_MR_SCALING`, what
+        models trained before it was configurable used).
     """
 
     name: str
@@ -52,6 +57,7 @@ class ModelInfo:
     size: int
     max_batch_size: int
     threshold: float | None = None
+    mr_scaling: MrScaling = LEGACY_MR_SCALING
 
 
 @dataclass(frozen=True)
@@ -223,17 +229,24 @@ def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str) -> 
     if len(shape) != 4 or shape[1] != 1 or shape[2] != shape[3] or shape[2] <= 0:
         raise UpstreamError(f"Model {name} takes {INPUT_NAME!r} of shape {shape}, not [batch, 1, s, s].")
     versions = metadata.get("versions") or [""]
-    parameter = (config.get("parameters") or {}).get(THRESHOLD_PARAMETER, {}).get("string_value")
+    parameters = config.get("parameters") or {}
+    parameter = parameters.get(THRESHOLD_PARAMETER, {}).get("string_value")
     try:
         threshold = float(parameter) if parameter is not None else None
     except ValueError:
         raise UpstreamError(f"Model {name}'s {THRESHOLD_PARAMETER} parameter {parameter!r} is not a number.") from None
+    scaling = parameters.get(MR_SCALING_PARAMETER, {}).get("string_value")
+    try:
+        mr_scaling = MrScaling.parse(scaling) if scaling is not None else LEGACY_MR_SCALING
+    except ValueError as error:
+        raise UpstreamError(f"Model {name}'s {MR_SCALING_PARAMETER} parameter: {error}.") from None
     return ModelInfo(
         name=name,
         version=str(versions[-1]),
         size=shape[2],
         max_batch_size=int(config.get("max_batch_size", 0)),
         threshold=threshold,
+        mr_scaling=mr_scaling,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .preprocess import prepare_series
+from .preprocess import DEFAULT_MR_SCALING, MrScaling, prepare_series
 from .volumes import Volume
 
 FloatArray = npt.NDArray[np.float32]
@@ -52,7 +52,9 @@ class SliceSet:
         return SliceSet(self.images[chosen], self.masks[chosen], self.volume[chosen], self.position[chosen])
 
 
-def slice_set(volumes: Iterable[Volume], size: int, min_foreground: float = 0.25) -> SliceSet:
+def slice_set(
+    volumes: Iterable[Volume], size: int, min_foreground: float = 0.25, mr_scaling: MrScaling = DEFAULT_MR_SCALING
+) -> SliceSet:
     """Prepared axial slices of ``volumes``, keeping slices with enough foreground.
 
     Parameters
@@ -65,10 +67,12 @@ def slice_set(volumes: Iterable[Volume], size: int, min_foreground: float = 0.25
         Keep a slice if its foreground is at least this fraction of its
         volume's largest slice foreground (drops the tiny caps of the head,
         which are mostly partial-volume edge).
+    mr_scaling
+        How MR volumes are scaled (the model's).
     """
     images, masks, volume_ids, positions = [], [], [], []
     for index, volume in enumerate(volumes):
-        prepared = prepare_series(volume.voxels, volume.modality, size)
+        prepared = prepare_series(volume.voxels, volume.modality, size, mr_scaling=mr_scaling)
         area = prepared.masks.reshape(len(prepared.masks), -1).sum(axis=1)
         keep = np.flatnonzero(area >= min_foreground * max(int(area.max()), 1))
         images.append(prepared.slices[keep])

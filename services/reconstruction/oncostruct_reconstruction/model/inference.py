@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .preprocess import LEGACY_MR_SCALING, MrScaling
 from .repository import INPUT_NAME, MAP_NAME, RECONSTRUCTION_NAME
 
 FloatArray = npt.NDArray[np.float32]
@@ -38,6 +39,24 @@ class OnnxAnomalyModel:
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, Any] = {key: _json_or_text(value) for key, value in props.items()}
         self.size = int(self.session.get_inputs()[0].shape[-1])
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """The training configuration recorded in the metadata, as plain values (empty if none).
+
+        The command line records it as ``training.config``, the benchmark as ``train_config``.
+        """
+        training = self.metadata.get("training")
+        config = training.get("config") if isinstance(training, dict) else self.metadata.get("train_config")
+        return config if isinstance(config, dict) else {}
+
+    @property
+    def mr_scaling(self) -> MrScaling:
+        """The MR scaling the model was trained with (legacy if its metadata predates the setting)."""
+        scaling = self.train_config.get("mr_scaling")
+        if not scaling:
+            return LEGACY_MR_SCALING
+        return MrScaling(tuple(scaling["percentiles"]), tuple(scaling["targets"]))
 
     def run(self, images: npt.ArrayLike, batch_size: int = 32) -> tuple[FloatArray, FloatArray]:
         """Anomaly maps and reconstructions of ``(n, 1, size, size)`` images, in batches."""

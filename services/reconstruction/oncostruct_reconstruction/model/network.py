@@ -166,9 +166,17 @@ class ReconstructionNet(nn.Module):
 
     def reconstruct(self, image: Tensor) -> Tensor:
         """Deterministic reconstruction (the latent mean): the nearest normal image."""
+        return self.reconstruct_with_features(image)[0]
+
+    def reconstruct_with_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The reconstruction and the encoder's features of ``image`` at each level (finest first)."""
         features = self._levels(image)
         mean, _ = self._latent(features)
-        return self.decode(mean, features[:-1])
+        return self.decode(mean, features[:-1]), features
+
+    def features(self, image: Tensor) -> list[Tensor]:
+        """The encoder's features of ``image`` at each level, finest first."""
+        return self._levels(image)
 
 
 class Dissimilarity(nn.Module):
@@ -200,11 +208,31 @@ class Dissimilarity(nn.Module):
         return numerator / denominator
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        """The smoothed anomaly map of ``x`` against its reconstruction ``y``."""
+        """The smoothed pixel-level anomaly map of ``x`` against its reconstruction ``y``."""
         structural = (1.0 - self.ssim(x, y)) / 2.0
         combined = self.config.ssim_weight * structural + self.config.l1_weight * (x - y).abs()
         smooth_kernel = cast(Tensor, self.smooth_kernel)
         return torch.clamp(self._blur(combined, smooth_kernel), min=0.0)
+
+    def feature_levels(self, image_features: list[Tensor], reconstruction_features: list[Tensor]) -> list[Tensor]:
+        """Per level, the channel mean of the squared feature difference, ``(n, 1, h_l, w_l)``, unscaled."""
+        return [
+            (fx - fy).pow(2).mean(dim=1, keepdim=True)
+            for fx, fy in zip(image_features, reconstruction_features, strict=True)
+        ]
+
+    def feature_map(
+        self, image_features: list[Tensor], reconstruction_features: list[Tensor], size: tuple[int, int]
+    ) -> Tensor:
+        """The feature-level term: scaled level differences upsampled to ``size``, averaged, smoothed."""
+        levels = self.feature_levels(image_features, reconstruction_features)
+        if len(levels) != len(self.config.feature_scales):
+            raise ValueError(f"{len(levels)} encoder levels but {len(self.config.feature_scales)} feature scales")
+        total = sum(
+            F.interpolate(level / scale, size=size, mode="bilinear", align_corners=False)
+            for level, scale in zip(levels, self.config.feature_scales, strict=True)
+        )
+        return self._blur(cast(Tensor, total) / len(levels), cast(Tensor, self.smooth_kernel))
 
 
 class AnomalyGraph(nn.Module):
@@ -217,8 +245,14 @@ class AnomalyGraph(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Anomaly map and reconstruction of a ``(n, 1, size, size)`` batch in [0, 1]."""
-        reconstruction = self.net.reconstruct(image)
-        return self.dissimilarity(image, reconstruction), reconstruction
+        reconstruction, features = self.net.reconstruct_with_features(image)
+        anomaly = self.dissimilarity(image, reconstruction)
+        weight = self.dissimilarity.config.feature_weight
+        if weight > 0:
+            again = self.net.features(reconstruction)
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            anomaly = anomaly + weight * self.dissimilarity.feature_map(features, again, size)
+        return anomaly, reconstruction
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -1,9 +1,11 @@
 """Modality-aware preprocessing of a series into model-ready slices (numpy/scipy only).
 
-A series becomes a stack of 2D axial slices, each scaled to [0, 1], with
-background set to 0, padded to a square and resampled to the model's
-in-plane size. The same function serves training, the benchmark and the
-jobs, so the model always sees what it was trained on.
+A series becomes a stack of 2D axial slices, padded to a square and
+resampled to the model's in-plane size, then scaled to [0, 1] (CT: a HU
+window; MR: two foreground percentiles, :class:`MrScaling`) with the
+background outside the foreground mask set to 0. The same function serves
+training, the benchmark and the jobs, so the model always sees what it was
+trained on.
 """
 
 from __future__ import annotations
@@ -69,14 +71,65 @@ def window_ct(hounsfield: npt.ArrayLike, centre: float, width: float) -> FloatAr
     return np.asarray(np.clip((values - low) / width, 0.0, 1.0), dtype=np.float32)
 
 
-def normalise_mr(
-    volume: npt.ArrayLike, mask: npt.ArrayLike | None = None, percentiles: tuple[float, float] = (1.0, 99.0)
-) -> FloatArray:
-    """Scale MR intensities to [0, 1] by robust percentiles of the foreground.
+@dataclass(frozen=True)
+class MrScaling:
+    """How MR intensities become [0, 1]: two foreground percentiles and the values they map to.
 
     MR intensities have no physical unit and vary by scanner and sequence,
-    so the scale is taken from the image itself; percentiles (not min/max)
-    keep a few hot voxels from squashing the contrast.
+    so the scale is taken from the image itself, linearly through
+    ``percentiles[0] → targets[0]`` and ``percentiles[1] → targets[1]``, then
+    clipped to [0, 1]. The scaling is part of a model's contract: a model is
+    served with the scaling it was trained with (the Triton config parameter
+    ``mr_scaling``, :meth:`text`).
+
+    Attributes
+    ----------
+    percentiles
+        Lower and upper foreground percentile.
+    targets
+        The values they map to.
+    """
+
+    percentiles: tuple[float, float] = (5.0, 95.0)
+    targets: tuple[float, float] = (0.2, 0.75)
+
+    def __post_init__(self) -> None:
+        low, high = self.percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"MR scaling percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+        if not 0.0 <= self.targets[0] < self.targets[1] <= 1.0:
+            raise ValueError(f"MR scaling targets must satisfy 0 <= low < high <= 1, got {self.targets}")
+
+    def text(self) -> str:
+        """``"p_low,p_high:t_low,t_high"``, e.g. ``"5,95:0.2,0.75"`` (what :meth:`parse` reads)."""
+        return "{:g},{:g}:{:g},{:g}".format(*self.percentiles, *self.targets)
+
+    @classmethod
+    def parse(cls, text: str) -> MrScaling:
+        """Read :meth:`text`'s form; ``ValueError`` with the reason for anything else."""
+        try:
+            percentiles, targets = text.split(":")
+            p_low, p_high = (float(part) for part in percentiles.split(","))
+            t_low, t_high = (float(part) for part in targets.split(","))
+        except ValueError:
+            raise ValueError(f"MR scaling {text!r} is not 'p_low,p_high:t_low,t_high'") from None
+        return cls((p_low, p_high), (t_low, t_high))
+
+
+#: The scaling of models trained before it was configurable (the shipped model's version 1): the 1st and
+#: 99th percentile to 0 and 1. A bright lesion of a few percent of the foreground becomes the 99th
+#: percentile and darkens every other voxel of the series.
+LEGACY_MR_SCALING = MrScaling((1.0, 99.0), (0.0, 1.0))
+#: The default: the 5th and 95th percentile (which a bright or dark lesion of up to a few percent of the
+#: foreground hardly moves) to 0.2 and 0.75, which leaves room above normal tissue for hyperintense
+#: findings (enhancing lesions) instead of clipping them at the brightest normal tissue.
+DEFAULT_MR_SCALING = MrScaling()
+
+
+def normalise_mr(
+    volume: npt.ArrayLike, mask: npt.ArrayLike | None = None, scaling: MrScaling = DEFAULT_MR_SCALING
+) -> FloatArray:
+    """Scale MR intensities to [0, 1] through two percentiles of the foreground (:class:`MrScaling`).
 
     Parameters
     ----------
@@ -84,8 +137,8 @@ def normalise_mr(
         Raw MR intensities, any shape.
     mask
         Foreground to take the percentiles from (default: voxels above 0).
-    percentiles
-        Lower and upper percentile mapped to 0 and 1.
+    scaling
+        Percentiles and the values they map to.
 
     Returns
     -------
@@ -95,10 +148,11 @@ def normalise_mr(
     values = np.asarray(volume, dtype=np.float32)
     region = np.asarray(mask, dtype=bool) if mask is not None else values > 0
     sample = values[region] if region.any() else values.ravel()
-    low, high = np.percentile(sample, percentiles)
+    low, high = np.percentile(sample, scaling.percentiles)
     if high <= low:
         return np.zeros_like(values)
-    return np.asarray(np.clip((values - low) / (high - low), 0.0, 1.0), dtype=np.float32)
+    slope = (scaling.targets[1] - scaling.targets[0]) / (high - low)
+    return np.asarray(np.clip((values - low) * slope + scaling.targets[0], 0.0, 1.0), dtype=np.float32)
 
 
 def foreground_mask(volume: npt.ArrayLike, threshold: float | None = None) -> BoolArray:
@@ -188,17 +242,17 @@ def otsu_threshold(values: npt.ArrayLike, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def pad_to_square(plane: npt.ArrayLike) -> FloatArray:
-    """Pad a 2D image (or ``(n, y, x)`` stack) with zeros, centred, to a square in-plane shape."""
+def pad_to_square(plane: npt.ArrayLike, fill: float = 0.0) -> FloatArray:
+    """Pad a 2D image (or ``(n, y, x)`` stack) with ``fill``, centred, to a square in-plane shape."""
     values = np.asarray(plane, dtype=np.float32)
     rows, cols = values.shape[-2:]
     side = max(rows, cols)
     before_r, before_c = (side - rows) // 2, (side - cols) // 2
     pad = [(0, 0)] * (values.ndim - 2) + [(before_r, side - rows - before_r), (before_c, side - cols - before_c)]
-    return np.pad(values, pad).astype(np.float32)
+    return np.pad(values, pad, constant_values=fill).astype(np.float32)
 
 
-def resample_slices(slices: npt.ArrayLike, size: int, order: int = 1) -> FloatArray:
+def resample_slices(slices: npt.ArrayLike, size: int, order: int = 1, fill: float = 0.0) -> FloatArray:
     """Resample a ``(n, y, x)`` stack in-plane to ``(n, size, size)`` (pads to a square first: no distortion).
 
     Parameters
@@ -209,17 +263,21 @@ def resample_slices(slices: npt.ArrayLike, size: int, order: int = 1) -> FloatAr
         The model's in-plane size.
     order
         Spline order (1: linear for images; 0: nearest for masks).
+    fill
+        Value of the padding (for a volume: its darkest value, background in any scaling).
     """
-    square = pad_to_square(slices)
+    square = pad_to_square(slices, fill)
     if square.ndim != 3:
         raise ValueError(f"expected a (n, y, x) stack, got shape {square.shape}")
-    factor = size / square.shape[-1]
-    if factor == 1.0:
+    if square.shape[-1] == size:
         return square
-    if square.shape[-1] == 2 * size and order in (0, 1):  # the usual case (256² series, 128² model)
-        return _halve(square, order)
+    if order == 1:
+        return _resize_linear(square, size)
+    if square.shape[-1] == 2 * size and order == 0:  # the usual case (256² series, 128² model)
+        return np.ascontiguousarray(square[:, 1::2, 1::2], dtype=np.float32)  # zoom's nearest: the block's last
+    factor = size / square.shape[-1]
     resampled = ndimage.zoom(
-        square, (1.0, factor, factor), order=order, prefilter=False, grid_mode=True, mode="grid-constant"
+        square, (1.0, factor, factor), order=order, prefilter=False, grid_mode=True, mode="grid-constant", cval=fill
     )
     return np.asarray(resampled[:, :size, :size], dtype=np.float32)
 
@@ -233,12 +291,14 @@ def restore_slices(slices: npt.ArrayLike, rows: int, columns: int, order: int = 
     if values.ndim != 3 or values.shape[1] != values.shape[2]:
         raise ValueError(f"expected a (n, size, size) stack, got shape {values.shape}")
     side = max(rows, columns)
-    factor = side / values.shape[-1]
-    if factor == 1.0:
+    if side == values.shape[-1]:
         square = values
-    elif factor == 2.0 and order in (0, 1):  # the usual case (a 256² series, a 128² model): 4× faster
-        square = _double(values, order)
+    elif order == 1:
+        square = _resize_linear(values, side)
+    elif side == 2 * values.shape[-1] and order == 0:  # the usual case (a 256² series, a 128² model)
+        square = np.repeat(np.repeat(values, 2, axis=1), 2, axis=2)
     else:
+        factor = side / values.shape[-1]
         square = ndimage.zoom(
             values, (1.0, factor, factor), order=order, prefilter=False, grid_mode=True, mode="nearest"
         )
@@ -261,55 +321,53 @@ def _bounding_box(stack: BoolArray, margin: int) -> tuple[slice, slice, slice] |
     )
 
 
-def _halve(values: FloatArray, order: int) -> FloatArray:
-    """``ndimage.zoom(values, (1, ½, ½), order=order, prefilter=False, grid_mode=True, mode="grid-constant")``.
+def _linear_weights(out_size: int, in_size: int) -> FloatArray:
+    """``(out_size, in_size)`` weights of linear interpolation along one axis, as ``ndimage.zoom`` does it.
 
-    On the halved grid, output pixel ``i`` samples input coordinate ``2i + ½``: linear is the mean of
-    each 2×2 block (exact in float64 for float32 input); nearest rounds the half up, to the block's
-    last pixel.
+    With ``grid_mode=True`` output pixel ``i`` samples input coordinate ``(i + ½)·in/out − ½``; beyond
+    the edges the nearest input pixel counts (``mode="nearest"``; shrinking never samples there).
     """
-    if order == 0:
-        return np.ascontiguousarray(values[:, 1::2, 1::2], dtype=np.float32)
-    blocks = values.astype(np.float64)
-    total = blocks[:, 0::2, 0::2] + blocks[:, 0::2, 1::2] + blocks[:, 1::2, 0::2] + blocks[:, 1::2, 1::2]
-    return np.asarray(0.25 * total, dtype=np.float32)
+    centres = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+    low = np.floor(centres)
+    above = centres - low
+    rows = np.arange(out_size)
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    np.add.at(weights, (rows, np.clip(low.astype(np.int64), 0, in_size - 1)), 1.0 - above)
+    np.add.at(weights, (rows, np.clip(low.astype(np.int64) + 1, 0, in_size - 1)), above)
+    return weights.astype(np.float32)
 
 
-def _double(values: FloatArray, order: int) -> FloatArray:
-    """``ndimage.zoom(values, (1, 2, 2), order=order, prefilter=False, grid_mode=True, mode="nearest")``.
+def _resize_linear(values: FloatArray, size: int) -> FloatArray:
+    """``ndimage.zoom(values, (1, f, f), order=1, prefilter=False, grid_mode=True)`` to ``(n, size, size)``.
 
-    On the doubled grid, output pixel ``i`` samples input coordinate ``i / 2 - 1/4``: nearest is
-    each pixel twice; linear weighs the pixel ¾ and its neighbour on that side ¼ (edges clamped).
+    As two matrix products per slice (rows, then columns) with :func:`_linear_weights`: each output
+    pixel is the same two-by-two weighted sum, in float32 instead of float64 (within 1e-6 of zoom for
+    values in [0, 1]), three to five times faster than the equivalent element-wise passes.
     """
-    if order == 0:
-        return np.repeat(np.repeat(values, 2, axis=1), 2, axis=2)
-    result = values.astype(np.float64)
-    for axis in (1, 2):
-        source = np.moveaxis(result, axis, -1)
-        doubled = np.empty((*source.shape[:-1], source.shape[-1] * 2), dtype=np.float64)
-        even, odd = doubled[..., 0::2], doubled[..., 1::2]
-        np.multiply(source, 0.75, out=even)
-        np.copyto(odd, even)
-        even[..., 1:] += 0.25 * source[..., :-1]
-        even[..., 0] += 0.25 * source[..., 0]
-        odd[..., :-1] += 0.25 * source[..., 1:]
-        odd[..., -1] += 0.25 * source[..., -1]
-        result = np.moveaxis(doubled, -1, axis)
-    return np.ascontiguousarray(result, dtype=np.float32)
+    weights = _linear_weights(size, values.shape[-1])
+    return np.ascontiguousarray(weights @ np.asarray(values, dtype=np.float32) @ weights.T, dtype=np.float32)
 
 
-def scale_intensities(volume: npt.ArrayLike, modality: Modality, ct_window: str = "brain") -> FloatArray:
+def scale_intensities(
+    volume: npt.ArrayLike, modality: Modality, ct_window: str = "brain", mr_scaling: MrScaling = DEFAULT_MR_SCALING
+) -> FloatArray:
     """Scale a volume to [0, 1] the way its modality needs (CT: HU window; MR: foreground percentiles)."""
     if modality == "CT":
         centre, width = CT_WINDOWS[ct_window]
         return window_ct(volume, centre, width)
     if modality == "MR":
         values = np.asarray(volume, dtype=np.float32)
-        return normalise_mr(values, foreground_mask(values / max(float(values.max()), 1e-6)))
+        return normalise_mr(values, foreground_mask(values / max(float(values.max()), 1e-6)), mr_scaling)
     raise ValueError(f"unsupported modality {modality!r}; the model takes {', '.join(('MR', 'CT'))}")
 
 
-def prepare_series(volume: npt.ArrayLike, modality: Modality, size: int, ct_window: str = "brain") -> PreparedSeries:
+def prepare_series(
+    volume: npt.ArrayLike,
+    modality: Modality,
+    size: int,
+    ct_window: str = "brain",
+    mr_scaling: MrScaling = DEFAULT_MR_SCALING,
+) -> PreparedSeries:
     """Turn a ``(z, y, x)`` volume into model-ready axial slices and their foreground masks.
 
     Parameters
@@ -323,6 +381,8 @@ def prepare_series(volume: npt.ArrayLike, modality: Modality, size: int, ct_wind
         The model's in-plane size.
     ct_window
         Name of the CT window in :data:`CT_WINDOWS`.
+    mr_scaling
+        How MR intensities are scaled (the model's own: it was trained on it).
 
     Returns
     -------
@@ -332,8 +392,13 @@ def prepare_series(volume: npt.ArrayLike, modality: Modality, size: int, ct_wind
     values = np.asarray(volume, dtype=np.float32)
     if values.ndim != 3:
         raise ValueError(f"expected a (z, y, x) volume, got shape {values.shape}")
-    scaled = scale_intensities(values, modality, ct_window)
+    if values.size == 0:
+        raise ValueError(f"the volume has no voxels (shape {values.shape})")
+    # The model sees only its own grid, so everything after the resampling happens there: a quarter of
+    # the work for a 256² series, a sixteenth for a 512² one. The padding is the volume's darkest value
+    # (air: -1000 HU or more negative in CT, 0 in MR), which every scaling maps to background.
+    small = resample_slices(values, size, fill=float(values.min()))
+    scaled = scale_intensities(small, modality, ct_window, mr_scaling)
     mask = foreground_mask(scaled)
-    slices = resample_slices(np.where(mask, scaled, 0.0), size)
-    masks = resample_slices(mask.astype(np.float32), size, order=0) > 0.5
-    return PreparedSeries(slices=np.clip(slices, 0.0, 1.0)[:, None], masks=masks)
+    slices = np.where(mask, scaled, 0.0).astype(np.float32)
+    return PreparedSeries(slices=np.clip(slices, 0.0, 1.0)[:, None], masks=mask)

@@ -70,7 +70,15 @@ def find_regions(
     mask = np.asarray(foreground, dtype=bool)
     if values.shape != mask.shape or values.ndim != 3:
         raise ValueError(f"map {values.shape} and foreground {mask.shape} must be the same (z, y, x) shape")
-    labels, _ = ndimage.label((values > threshold) & mask, structure=np.ones((3, 3, 3), dtype=bool))
+    candidates = (values > threshold) & mask
+    hits = [np.flatnonzero(np.any(candidates, axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if hits[0].size == 0:
+        return []
+    # Labelled inside the candidates' bounding box only (the same components, a fraction of the work).
+    origin = tuple(int(axis_hits[0]) for axis_hits in hits)
+    box = tuple(slice(int(axis_hits[0]), int(axis_hits[-1]) + 1) for axis_hits in hits)
+    labels, _ = ndimage.label(candidates[box], structure=np.ones((3, 3, 3), dtype=bool))
+    inner = values[box]
     voxel_mm3 = float(np.prod(spacing_mm))
     regions = []
     for index, where in enumerate(ndimage.find_objects(labels), start=1):
@@ -80,11 +88,11 @@ def find_regions(
         voxels = int(inside.sum())
         if voxels * voxel_mm3 < min_volume_mm3:
             continue
-        region_values = values[where][inside]
-        box = (where[0].start, where[0].stop, where[1].start, where[1].stop, where[2].start, where[2].stop)
+        region_values = inner[where][inside]
+        z, y, x = (slice(part.start + start, part.stop + start) for part, start in zip(where, origin, strict=True))
         regions.append(
             Region(
-                box=box,
+                box=(z.start, z.stop, y.start, y.stop, x.start, x.stop),
                 mask=inside,
                 voxels=voxels,
                 volume_mm3=round(voxels * voxel_mm3, 3),

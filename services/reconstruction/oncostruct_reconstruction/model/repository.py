@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .preprocess import MrScaling
+
 #: Tensor names, identical in the exporter, the config and the client.
 INPUT_NAME = "image"
 MAP_NAME = "anomaly_map"
@@ -50,6 +52,10 @@ class ServingConfig:
         Map value above which a voxel is called abnormal, calibrated on held-out normal slices
         (:func:`~oncostruct_reconstruction.model.scoring.calibrate_threshold`); travels with the
         model as the config parameter ``anomaly_threshold`` so that clients read it from Triton.
+    mr_scaling
+        The MR intensity scaling the model was trained with (config parameter ``mr_scaling``;
+        a model without it is served with
+        :data:`~oncostruct_reconstruction.model.preprocess.LEGACY_MR_SCALING`).
     """
 
     name: str
@@ -61,10 +67,13 @@ class ServingConfig:
     instance_count: int = 1
     backend: str = "onnxruntime"
     anomaly_threshold: float | None = None
+    mr_scaling: MrScaling | None = None
 
 
 #: Name of the config parameter that carries the calibrated threshold.
 THRESHOLD_PARAMETER = "anomaly_threshold"
+#: Name of the config parameter that carries the MR scaling (:meth:`MrScaling.text`).
+MR_SCALING_PARAMETER = "mr_scaling"
 
 
 def config_pbtxt(config: ServingConfig) -> str:
@@ -87,13 +96,20 @@ def config_pbtxt(config: ServingConfig) -> str:
         f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
         f"  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}\n"
         f"instance_group [\n  {{ count: {config.instance_count} kind: {config.instance_kind} }}\n]\n"
-        f"version_policy: {{ latest: {{ num_versions: 1 }} }}\n"
-        + (
-            f'parameters {{ key: "{THRESHOLD_PARAMETER}" '
-            f'value: {{ string_value: "{config.anomaly_threshold:.6g}" }} }}\n'
-            if config.anomaly_threshold is not None
-            else ""
-        )
+        f"version_policy: {{ latest: {{ num_versions: 1 }} }}\n" + _parameters(config)
+    )
+
+
+def _parameters(config: ServingConfig) -> str:
+    """The ``parameters`` entries: the calibrated threshold and the MR scaling, where known."""
+    values = {
+        THRESHOLD_PARAMETER: f"{config.anomaly_threshold:.6g}" if config.anomaly_threshold is not None else None,
+        MR_SCALING_PARAMETER: config.mr_scaling.text() if config.mr_scaling is not None else None,
+    }
+    return "".join(
+        f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+        for key, value in values.items()
+        if value is not None
     )
 
 

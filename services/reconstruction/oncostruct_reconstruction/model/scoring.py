@@ -38,6 +38,17 @@ class DissimilarityConfig:
         Weights of ``(1 − SSIM) / 2`` and ``|image − reconstruction|`` in the map.
     smooth_sigma, smooth_radius
         Gaussian smoothing of the combined map (pixels).
+    feature_weight
+        Weight of the feature-level term (0: off): per encoder level, the mean squared difference of
+        the network's features of the image and of its reconstruction, divided by the level's
+        scale, upsampled, averaged over levels and smoothed (after Kobayashi et al. 2020, who score
+        differences at several feature levels). It needs the network, so only the served graph
+        (:class:`~oncostruct_reconstruction.model.network.AnomalyGraph`) computes it;
+        :func:`dissimilarity_map` is the pixel-level map alone.
+    feature_scales
+        One divisor per encoder level, calibrated on normal slices so that each level's 99th
+        percentile equals the pixel-level map's
+        (:func:`~oncostruct_reconstruction.model.training.calibrate_feature_scales`).
     """
 
     ssim_sigma: float = 1.5
@@ -46,6 +57,13 @@ class DissimilarityConfig:
     l1_weight: float = 0.5
     smooth_sigma: float = 1.5
     smooth_radius: int = 4
+    feature_weight: float = 0.0
+    feature_scales: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_scales", tuple(float(scale) for scale in self.feature_scales))
+        if self.feature_weight < 0 or any(scale <= 0 for scale in self.feature_scales):
+            raise ValueError("feature_weight must be >= 0 and feature_scales positive")
 
 
 def gaussian_kernel(sigma: float, radius: int) -> FloatArray:
@@ -95,7 +113,7 @@ def ssim_map(image: npt.ArrayLike, reconstruction: npt.ArrayLike, sigma: float =
 def dissimilarity_map(
     image: npt.ArrayLike, reconstruction: npt.ArrayLike, config: DissimilarityConfig | None = None
 ) -> FloatArray:
-    """Per-pixel anomaly map: smoothed mix of structural and absolute dissimilarity.
+    """Per-pixel anomaly map: smoothed mix of structural and absolute dissimilarity (the pixel-level map).
 
     Parameters
     ----------
