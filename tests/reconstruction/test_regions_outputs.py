@@ -82,6 +82,26 @@ def test_regions_equal_labelling_the_whole_volume(seed: int) -> None:
     assert find_regions(anomaly, foreground, float(anomaly.max()) + 1) == []
 
 
+def test_a_region_extends_to_a_fraction_of_its_own_peak() -> None:
+    # Two smooth findings, one faint and one four times stronger: above a fixed threshold the strong one
+    # spreads further; at a fraction of each one's peak both keep about their own size.
+    z, y, x = np.indices((30, 60, 60))
+    anomaly = np.zeros((30, 60, 60), np.float32)
+    for centre, height in (((15, 15, 15), 0.3), ((15, 45, 45), 1.2)):
+        distance2 = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2
+        anomaly += (height * np.exp(-distance2 / (2 * 3.0**2))).astype(np.float32)
+    foreground = np.ones(anomaly.shape, bool)
+    plain = find_regions(anomaly, foreground, 0.1, min_volume_mm3=1.0)
+    assert plain[0].voxels > 2.5 * plain[1].voxels  # the strong one blooms
+    relative = find_regions(anomaly, foreground, 0.1, min_volume_mm3=1.0, peak_fraction=0.3)
+    assert [r.peak for r in relative] == pytest.approx([r.peak for r in plain])
+    assert relative[1].voxels == plain[1].voxels  # the faint one: 0.3 × peak is below the threshold
+    assert relative[0].voxels == pytest.approx(relative[1].voxels, rel=0.25)
+    assert relative[0].mean > plain[0].mean
+    with pytest.raises(ValueError, match="peak_fraction"):
+        find_regions(anomaly, foreground, 0.1, peak_fraction=1.0)
+
+
 def test_outputs_are_the_same_objects_when_a_job_runs_again() -> None:
     series = brain_series(slices=(40, 44), lesion=True)
     anomaly = np.zeros((4, int(series.datasets[0].Rows), int(series.datasets[0].Columns)), np.float32)

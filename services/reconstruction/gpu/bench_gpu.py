@@ -139,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also torch.compile max-autotune (its autotuning outlasted a 330 s budget on an H200: not by default)",
     )
+    parser.add_argument(
+        "--kind",
+        choices=("dae", "vae"),
+        default="dae",
+        help="dae: the shipped model's family (the U-Net with its feature-level term); vae: the residual VAE",
+    )
     parser.add_argument("--smoke", action="store_true", help="without a GPU: tiny CPU run that checks the script")
     args = parser.parse_args(argv)
     if args.prepare_data:
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from oncostruct_reconstruction.model.export import export_onnx
     from oncostruct_reconstruction.model.network import AnomalyGraph, parameter_count
-    from oncostruct_reconstruction.model.training import PRESETS, train
+    from oncostruct_reconstruction.model.training import PRESETS, calibrate_feature_scales, train, unet_config
 
     started = time.perf_counter()
 
@@ -177,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Train: the gpu preset, as many epochs as fit in --train-s (one epoch timed first).
     device = "cuda" if torch.cuda.is_available() else "cpu"
     preset = PRESETS["ci"] if args.smoke else PRESETS["gpu"]
+    preset = unet_config(preset) if args.kind == "dae" else preset
     config = dataclasses.replace(
         preset, seed=args.seed, epochs=1, device=device, steps_per_epoch=2 if args.smoke else preset.steps_per_epoch
     )
@@ -193,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     config = dataclasses.replace(config, epochs=epochs)
     t0 = time.perf_counter()
     net = train(config, train_set, heldout_set, work)
+    config = dataclasses.replace(
+        config, dissimilarity=calibrate_feature_scales(net, heldout_set.images, config.dissimilarity)
+    )
     shutil.copyfile(work / "metrics.jsonl", args.out / "metrics.jsonl")
     log = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     results["training"] = {

@@ -50,6 +50,13 @@ class Settings(ServiceSettings):
     )
     min_region_mm3: float = Field(20.0, ge=0, description="Smallest abnormal region proposed, in cubic millimetres.")
     max_proposals: int = Field(20, ge=0, le=200, description="Most ROI proposals (and SEG segments) per series.")
+    region_peak_fraction: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="A proposal's extent: where the anomaly map reaches this fraction of the region's peak "
+        "(and the threshold); 0 takes everything above the threshold.",
+    )
     proposals_project_id: str = Field(
         "",
         description="Annotation project (UUID) receiving ROI proposals of jobs that name none; empty: no proposals. "

@@ -264,7 +264,13 @@ class JobRunner:
         anomaly = restore_slices(maps[:, 0], plan.rows, plan.columns)
         foreground = restore_slices(masks.astype(np.float32), plan.rows, plan.columns, order=0) > 0.5
         regions = find_regions(
-            anomaly, foreground, threshold, volume.spacing_mm, self.settings.min_region_mm3, self.settings.max_proposals
+            anomaly,
+            foreground,
+            threshold,
+            volume.spacing_mm,
+            self.settings.min_region_mm3,
+            self.settings.max_proposals,
+            self.settings.region_peak_fraction,
         )
         scores = [
             {"sop_instance_uid": str(dataset.SOPInstanceUID), "score": round(float(score), 6)}

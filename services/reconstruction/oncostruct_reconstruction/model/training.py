@@ -106,8 +106,9 @@ class TrainConfig:
 UNET_CORRUPTIONS: tuple[CorruptionKind, ...] = ("noise", "patch", "warp", "warp")
 #: The U-Net's extra loss weight on corrupted pixels.
 UNET_FOCUS = 3.0
-#: The U-Net's feature-level term in the anomaly map (pixel AUPRC 0.560 → 0.583 on the benchmark).
-UNET_FEATURE_WEIGHT = 0.5
+#: The U-Net's feature-level term in the anomaly map (on the benchmark: pixel AUPRC 0.519 → 0.561,
+#: slice AUROC 0.831 → 0.853 for the shipped model's training run).
+UNET_FEATURE_WEIGHT = 1.0
 
 #: Named configurations: ``ci`` for tests, ``cpu`` for the shipped model, ``gpu`` for the full size (all the
 #: residual VAE). :func:`unet_config` turns any of them into the denoising U-Net of the same size and length.
@@ -132,7 +133,7 @@ PRESETS: dict[str, TrainConfig] = {
 def unet_config(config: TrainConfig) -> TrainConfig:
     """``config`` as the denoising U-Net: skips at every level, all corruptions, focused loss, feature term.
 
-    The command line equivalent: ``--kind dae --corruptions noise,patch,warp,warp --focus 3 --feature-weight 0.5``.
+    The command line equivalent: ``--kind dae --corruptions noise,patch,warp,warp --focus 3 --feature-weight 1``.
     """
     network = replace(config.network, kind="dae", skip_from=0)
     dissimilarity = replace(config.dissimilarity, feature_weight=UNET_FEATURE_WEIGHT, feature_scales=())
