@@ -26,7 +26,7 @@ from bench._services import suite
 from oncostruct_reconstruction.model.repository import DEFAULT_REPOSITORY
 from oncostruct_reconstruction.model.volumes import mni152_volume
 from oncostruct_reconstruction.triton_local import LocalTriton
-from tests.imaging.factory import ct_dataset, new_uid
+from tests.imaging.factory import ct_dataset, new_uid, to_bytes
 
 STAGES = ("checking model", "checking series", "retrieving", "inferring", "scoring", "storing results", "proposing")
 
@@ -125,5 +125,19 @@ def run(urls: dict[str, str], token: str, slices: int, size: int, repeat: int) -
             row["job total"] = sum(row.values())
             row["client wall"] = wall
             rows.append(row)
-            print(f"job {job['id']}: {len(job['result']['proposals'])} proposals, wall {wall:.2f} s", flush=True)
+            stored_map = job["result"]["parametric_map"]
+            size_mb = _stored_megabytes(
+                dicomweb, datasets[0].StudyInstanceUID, stored_map["series_uid"], stored_map["sop_instance_uid"]
+            )
+            print(
+                f"job {job['id']}: {len(job['result']['proposals'])} proposals, wall {wall:.2f} s, "
+                f"Parametric Map {size_mb:.1f} MB as stored",
+                flush=True,
+            )
     return rows
+
+
+def _stored_megabytes(dicomweb: DICOMwebClient, study: str, series: str, instance: str) -> float:
+    """Size of an instance as the archive stores it (retrieved in its stored transfer syntax)."""
+    dataset = dicomweb.retrieve_instance(study, series, instance, media_types=(("application/dicom", "*"),))
+    return len(to_bytes(dataset)) / 1e6

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
 from oncostruct_reconstruction.app import create_app
 from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, SHIPPED_VERSION
@@ -211,6 +212,16 @@ def test_parametric_map_and_seg_are_stored_valid_and_reference_the_source(
         assert not errors, errors
         if key == "parametric_map":
             assert int(instance.NumberOfFrames) == len(series.datasets)
+            # Stored JPEG-LS lossless; the archive hands it out as stored or decoded, with the same values.
+            decoded = dicomweb.retrieve_instance(
+                series.study_uid,
+                stored["series_uid"],
+                stored["sop_instance_uid"],
+                media_types=(("application/dicom", ExplicitVRLittleEndian),),
+            )
+            assert instance.file_meta.TransferSyntaxUID == JPEGLSLossless
+            assert decoded.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+            assert np.array_equal(decoded.pixel_array, instance.pixel_array)
         else:
             assert len(instance.SegmentSequence) == len(job["result"]["proposals"])
             assert instance.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import UTC, datetime
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 from scipy import ndimage  # type: ignore[import-untyped]
 
 from oncostruct_reconstruction.model.preprocess import resample_slices, restore_slices
@@ -120,3 +123,30 @@ def test_outputs_are_the_same_objects_when_a_job_runs_again() -> None:
     other = ResultIdentity(uuid.uuid4(), "nearest_normal", "1", identity.created_at)
     assert parametric_map(series.datasets, anomaly, other, 0.5).SOPInstanceUID != first[0].SOPInstanceUID
     assert segmentation(series.datasets, [], identity) is None
+
+
+def test_the_parametric_map_is_lossless_jpeg_ls_and_maps_back_to_the_anomaly_values() -> None:
+    series = brain_series(slices=(36, 48))
+    rows, columns = int(series.datasets[0].Rows), int(series.datasets[0].Columns)
+    rng = np.random.default_rng(3)
+    anomaly = ndimage.gaussian_filter(rng.random((12, rows, columns), dtype=np.float32), 2.0) * 0.2
+    anomaly[4:8, 20:40, 30:50] += 1.5
+    identity = ResultIdentity(uuid.uuid4(), "nearest_normal", "2", datetime(2026, 1, 2, tzinfo=UTC))
+    compressed = parametric_map(series.datasets, anomaly, identity, 0.5)
+    plain = parametric_map(series.datasets, anomaly, identity, 0.5, encoding="none")
+    assert compressed.file_meta.TransferSyntaxUID == JPEGLSLossless
+    assert plain.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    # Lossless: the same stored values after decoding, in a third of the bytes or less.
+    decoded = pydicom.dcmread(io.BytesIO(to_bytes(compressed))).pixel_array
+    assert np.array_equal(decoded, plain.pixel_array)
+    assert len(to_bytes(compressed)) < len(to_bytes(plain)) / 3
+    # Stored values × the Real World Value Mapping's slope give the map back within half a step.
+    mapping = compressed.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    slope = float(mapping.RealWorldValueSlope)
+    assert int(mapping.RealWorldValueLastValueMapped) == int(decoded.max()) == 4095
+    # (highdicom orders frames along the slice normal: each frame's plane position names its source slice).
+    by_position = {float(ds.ImagePositionPatient[2]): index for index, ds in enumerate(series.datasets)}
+    frames = compressed.PerFrameFunctionalGroupsSequence
+    order = [by_position[float(frame.PlanePositionSequence[0].ImagePositionPatient[2])] for frame in frames]
+    assert sorted(order) == list(range(len(series.datasets)))
+    assert np.abs(decoded * slope - anomaly[order]).max() <= slope / 2 + 1e-6

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -11,6 +11,9 @@ from pydantic_settings import SettingsConfigDict
 from oncostruct_shared.settings import ServiceSettings
 
 from .model.repository import DEFAULT_REPOSITORY, SHIPPED_VERSION
+
+#: How the stored Parametric Map's pixel data is encoded (see :mod:`.outputs`).
+MapEncoding = Literal["jpeg-ls", "none"]
 
 
 class Settings(ServiceSettings):
@@ -56,6 +59,11 @@ class Settings(ServiceSettings):
         lt=1,
         description="A proposal's extent: where the anomaly map reaches this fraction of the region's peak "
         "(and the threshold); 0 takes everything above the threshold.",
+    )
+    map_encoding: MapEncoding = Field(
+        "jpeg-ls",
+        description="Pixel data of the stored Parametric Map: `jpeg-ls` (lossless, about a tenth of the size) or "
+        "`none` (uncompressed, for archives and viewers without JPEG-LS).",
     )
     proposals_project_id: str = Field(
         "",

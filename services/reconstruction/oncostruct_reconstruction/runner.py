@@ -301,7 +301,10 @@ class JobRunner:
             async with asyncio.TaskGroup() as group:
                 group.create_task(
                     store(
-                        "parametric_map", lambda: parametric_map(volume.datasets, analysis.anomaly, identity, threshold)
+                        "parametric_map",
+                        lambda: parametric_map(
+                            volume.datasets, analysis.anomaly, identity, threshold, self.settings.map_encoding
+                        ),
                     )
                 )
                 group.create_task(
