@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -154,7 +155,7 @@ def train_onnx(
     folder = out / f"train-{name}"
     path = folder / ONNX_FILE
     wanted = json.loads(json.dumps(config.as_dict()))  # as it reads back from the ONNX metadata
-    if path.exists() and OnnxAnomalyModel(path).metadata.get("train_config") == wanted:
+    if path.exists() and _same_config(OnnxAnomalyModel(path).metadata.get("train_config"), config):
         return path
     if folder.exists():
         shutil.rmtree(folder)
@@ -162,6 +163,16 @@ def train_onnx(
     # The configuration as asked for is the cache key; the calibrated map settings go in as "dissimilarity".
     dissimilarity = calibrate_feature_scales(net, heldout.images, config.dissimilarity)
     return export_onnx(net, dissimilarity, path, metadata={"train_config": wanted})
+
+
+def _same_config(recorded: Any, config: Any) -> bool:
+    """Whether a cached model was trained with ``config`` (settings added since read as their defaults)."""
+    from oncostruct_reconstruction.model.training import config_from_dict
+
+    try:
+        return bool(isinstance(recorded, dict) and config_from_dict(recorded) == config)
+    except (TypeError, ValueError, KeyError):
+        return False
 
 
 def figure(data: TestSet, result: MethodResult, path: Path) -> None:

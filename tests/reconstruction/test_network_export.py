@@ -115,11 +115,58 @@ def test_feature_level_term_is_calibrated_exported_and_adds_to_the_pixel_map(
     assert np.abs(got_map - feature_map.numpy()).max() < 1e-5
 
 
+def test_corruption_head_adds_its_smoothed_probability_and_is_exported(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    net = ReconstructionNet(dataclasses.replace(CONFIG, kind="dae", skip_from=1, corruption_head=True)).eval()
+    images = torch.rand(3, 1, 32, 32)
+    weighted = dataclasses.replace(DISSIMILARITY, head_weight=0.5)
+    with torch.no_grad():
+        reconstruction, _, logits = net.analyse(images)
+        assert logits is not None
+        assert logits.shape == images.shape
+        assert torch.equal(reconstruction, net.reconstruct(images))  # the head leaves the image alone
+        plain_map, _ = AnomalyGraph(net, DISSIMILARITY).eval()(images)
+        head_map, _ = AnomalyGraph(net, weighted).eval()(images)
+        smoothed = Dissimilarity(weighted).head_map(logits)
+    assert torch.allclose(head_map - plain_map, 0.5 * smoothed, atol=1e-6)
+    assert float(smoothed.min()) > 0.0
+    exported = OnnxAnomalyModel(export_onnx(net, weighted, tmp_path / "head.onnx"))
+    assert exported.metadata["network"]["corruption_head"] is True
+    got_map, got_reconstruction = exported.run(images.numpy())
+    assert np.abs(got_map - head_map.numpy()).max() < 1e-5
+    assert np.abs(got_reconstruction - reconstruction.numpy()).max() < 1e-5
+
+
+def test_feature_term_averages_only_the_chosen_levels(net: ReconstructionNet) -> None:
+    normals = torch.rand(6, 1, 32, 32)
+    config = calibrate_feature_scales(net, normals.numpy(), dataclasses.replace(DISSIMILARITY, feature_weight=1.0))
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        reconstruction, features = net.reconstruct_with_features(images)
+        again = net.features(reconstruction)
+        maps = {
+            chosen: Dissimilarity(dataclasses.replace(config, feature_levels=chosen)).feature_map(
+                features, again, (32, 32)
+            )
+            for chosen in [(), (0,), (1,), (0, 1), (0, 1, 2)]
+        }
+    assert torch.allclose(maps[(0, 1)], (maps[(0,)] + maps[(1,)]) / 2, atol=1e-6)
+    assert torch.allclose(maps[()], maps[(0, 1, 2)], atol=1e-6)  # empty: every level
+    assert not torch.allclose(maps[(0,)], maps[(1,)])
+    with pytest.raises(ValueError, match="feature level 5"), torch.no_grad():
+        Dissimilarity(dataclasses.replace(config, feature_levels=(0, 5))).feature_map(features, again, (32, 32))
+
+
 def test_feature_configuration_is_checked() -> None:
     with pytest.raises(ValueError, match="feature_weight"):
         DissimilarityConfig(feature_weight=-1.0)
     with pytest.raises(ValueError, match="feature_scales"):
         DissimilarityConfig(feature_weight=1.0, feature_scales=(1.0, 0.0))
+    with pytest.raises(ValueError, match="head_weight"):
+        DissimilarityConfig(head_weight=-0.1)
+    for levels in [(0, 0), (-1,)]:
+        with pytest.raises(ValueError, match="feature_levels"):
+            DissimilarityConfig(feature_levels=levels)
     graph = AnomalyGraph(
         ReconstructionNet(CONFIG).eval(), DissimilarityConfig(feature_weight=1.0, feature_scales=(1.0,))
     )

@@ -5,9 +5,12 @@ The U-Net and plain-autoencoder comparisons are left to ``make bench``: they tri
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
-from bench.reconstruction import run_benchmark
+from bench.reconstruction import _same_config, run_benchmark
+from oncostruct_reconstruction.model.training import PRESETS
 
 
 def test_trained_model_beats_threshold_and_pca(tmp_path: Path) -> None:
@@ -17,3 +20,15 @@ def test_trained_model_beats_threshold_and_pca(tmp_path: Path) -> None:
     assert auprc["model"] > auprc["pca"]
     assert (tmp_path / "figure.png").stat().st_size > 1000
     assert "| vae (trained here) |" in (tmp_path / "table.md").read_text()
+
+
+def test_a_cached_comparison_model_is_reused_only_for_the_same_training() -> None:
+    config = dataclasses.replace(PRESETS["ci"], seed=3)
+    recorded = json.loads(json.dumps(config.as_dict()))
+    assert _same_config(recorded, config)
+    older = {key: value for key, value in recorded.items() if key != "head_loss"}  # before the setting existed
+    assert _same_config(older, config)
+    assert not _same_config(recorded, dataclasses.replace(config, seed=4))
+    assert not _same_config({key: value for key, value in recorded.items() if key != "mr_scaling"}, config)
+    assert not _same_config({"network": "?"}, config)
+    assert not _same_config(None, config)

@@ -70,6 +70,38 @@ def test_kind_corruptions_focus_and_skips_from_the_command_line(normal_folder: P
     assert config["network"]["skip_from"] == 1
 
 
+def test_corruption_head_from_the_command_line(normal_folder: Path, tmp_path: Path) -> None:
+    log = _train(normal_folder, tmp_path / "head", 1, "--kind", "dae", "--corruptions", "patch,warp",
+                 "--corruption-head", "--head-loss", "0.5", "--head-weight", "0.2", "--feature-weight", "1",
+                 "--feature-levels", "0,1")  # fmt: skip
+    assert all(record["head"] > 0 for record in log)  # the head's loss is trained and logged
+    config = json.loads((tmp_path / "head" / "training_record.json").read_text())["config"]
+    assert config["network"]["corruption_head"] is True
+    assert config["head_loss"] == 0.5
+    assert config["dissimilarity"]["head_weight"] == 0.2
+    assert config["dissimilarity"]["feature_levels"] == [0, 1]
+    net, _ = load_checkpoint(tmp_path / "head" / "checkpoint.pt")
+    assert net.config.corruption_head
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--head-weight", "0.5"], "need --corruption-head"),
+        (["--corruption-head", "--head-loss", "-1"], "must be 0 or more"),
+        (["--feature-levels", "0,9"], "the network has levels 0 to 2"),
+        (["--feature-levels", "0,x"], "--feature-levels: invalid literal"),
+        (["--feature-levels", "1,1"], "feature_levels must be distinct"),
+    ],
+)
+def test_head_options_are_checked(
+    normal_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(["--data", str(normal_folder), "--preset", "ci", "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_malformed_mr_scaling_is_refused(
     normal_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

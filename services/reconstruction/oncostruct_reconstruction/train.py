@@ -92,6 +92,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="weight of the feature-level term of the anomaly map (0: pixel level only; its scales are calibrated "
         "on the held-out slices after training)",
     )
+    parser.add_argument(
+        "--feature-levels",
+        help="comma-separated encoder levels the feature-level term averages (0: full resolution; default: all)",
+    )
+    parser.add_argument(
+        "--corruption-head",
+        action="store_true",
+        help="train a second output that learns where the inputs were corrupted (the U-Net restores warps better "
+        "for it)",
+    )
+    parser.add_argument("--head-loss", type=float, help="weight of the corruption head's loss (default 1)")
+    parser.add_argument(
+        "--head-weight",
+        type=float,
+        help="weight of the corruption head's smoothed probability in the anomaly map (default 0: not in the map)",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -164,6 +180,31 @@ def main(argv: list[str] | None = None) -> int:
     network = dataclasses.replace(config.network, kind=args.kind) if args.kind else config.network
     if args.skip_from is not None:
         network = dataclasses.replace(network, skip_from=args.skip_from)
+    if args.feature_levels:
+        try:
+            chosen = tuple(int(part) for part in args.feature_levels.split(",") if part.strip())
+            dissimilarity = overrides.get("dissimilarity", config.dissimilarity)
+            overrides["dissimilarity"] = dataclasses.replace(dissimilarity, feature_levels=chosen)
+        except ValueError as error:
+            print(f"--feature-levels: {error}", file=sys.stderr)
+            return 2
+        if max(chosen, default=0) > network.levels:
+            print(f"--feature-levels: the network has levels 0 to {network.levels}", file=sys.stderr)
+            return 2
+    if args.corruption_head:
+        network = dataclasses.replace(network, corruption_head=True)
+    if args.head_loss is not None or args.head_weight is not None:
+        if not network.corruption_head:
+            print("--head-loss and --head-weight need --corruption-head", file=sys.stderr)
+            return 2
+        if (args.head_loss or 0.0) < 0 or (args.head_weight or 0.0) < 0:
+            print("--head-loss and --head-weight must be 0 or more", file=sys.stderr)
+            return 2
+    if args.head_loss is not None:
+        overrides["head_loss"] = args.head_loss
+    if args.head_weight is not None:
+        dissimilarity = overrides.get("dissimilarity", config.dissimilarity)
+        overrides["dissimilarity"] = dataclasses.replace(dissimilarity, head_weight=args.head_weight)
     config = dataclasses.replace(config, network=network, **overrides)
 
     if args.platform:

@@ -48,6 +48,12 @@ class NetworkConfig:
         U-Net only: the finest encoder level passed to the decoder (0: every
         level, full resolution included; 1: from half resolution on, so
         that the finest detail is redrawn, not copied).
+    corruption_head
+        A second output beside the reconstruction: per pixel, the logit that
+        the input was corrupted there, learned from the training corruptions
+        (self-supervised anomaly localisation, after Tan et al. 2020's foreign
+        patch interpolation). Its probability enters the anomaly map with
+        :attr:`~oncostruct_reconstruction.model.scoring.DissimilarityConfig.head_weight`.
     """
 
     kind: ModelKind = "vae"
@@ -56,6 +62,7 @@ class NetworkConfig:
     levels: int = 3
     latent_channels: int = 8
     skip_from: int = 0
+    corruption_head: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The configuration as plain JSON-able values."""
@@ -113,7 +120,7 @@ class ReconstructionNet(nn.Module):
                 _conv(widths[level + 1] + (widths[level] if self._skips_at(level) else 0), widths[level]),
                 ResidualBlock(widths[level]),
             ]
-        decoder += [nn.Conv2d(widths[0], 1, 3, padding=1)]
+        decoder += [nn.Conv2d(widths[0], 2 if config.corruption_head else 1, 3, padding=1)]
         self.decoder = nn.Sequential(*decoder)
 
     def _skips_at(self, level: int) -> bool:
@@ -142,6 +149,10 @@ class ReconstructionNet(nn.Module):
 
     def decode(self, latent: Tensor, skips: list[Tensor] | None = None) -> Tensor:
         """Image in [0, 1] from a latent grid (and, for the U-Net, the encoder's finer levels)."""
+        return self.decode_with_head(latent, skips)[0]
+
+    def decode_with_head(self, latent: Tensor, skips: list[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+        """The image and, with a corruption head, its ``(n, 1, h, w)`` corruption logits."""
         x = self.from_latent(latent)
         modules = list(self.decoder)
         for step in range(self.config.levels):
@@ -153,16 +164,25 @@ class ReconstructionNet(nn.Module):
                     raise ValueError("the U-Net decoder needs the encoder's levels")
                 x = torch.cat([x, skips[level]], dim=1)
             x = block(conv(x))
-        return torch.sigmoid(modules[-1](x))
+        out = modules[-1](x)
+        if self.config.corruption_head:
+            return torch.sigmoid(out[:, :1]), out[:, 1:]
+        return torch.sigmoid(out), None
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Reconstruction (sampled in training for the VAE), latent mean, latent log-variance."""
+        reconstruction, mean, log_var, _ = self.forward_with_head(image)
+        return reconstruction, mean, log_var
+
+    def forward_with_head(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """:meth:`forward` and the corruption logits (None without a corruption head)."""
         features = self._levels(image)
         mean, log_var = self._latent(features)
         latent = mean
         if self.training and log_var is not None:
             latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
-        return self.decode(latent, features[:-1]), mean, log_var
+        reconstruction, logits = self.decode_with_head(latent, features[:-1])
+        return reconstruction, mean, log_var, logits
 
     def reconstruct(self, image: Tensor) -> Tensor:
         """Deterministic reconstruction (the latent mean): the nearest normal image."""
@@ -170,9 +190,15 @@ class ReconstructionNet(nn.Module):
 
     def reconstruct_with_features(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The reconstruction and the encoder's features of ``image`` at each level (finest first)."""
+        reconstruction, features, _ = self.analyse(image)
+        return reconstruction, features
+
+    def analyse(self, image: Tensor) -> tuple[Tensor, list[Tensor], Tensor | None]:
+        """Reconstruction, the encoder's features (finest first) and the corruption logits (or None)."""
         features = self._levels(image)
         mean, _ = self._latent(features)
-        return self.decode(mean, features[:-1]), features
+        reconstruction, logits = self.decode_with_head(mean, features[:-1])
+        return reconstruction, features, logits
 
     def features(self, image: Tensor) -> list[Tensor]:
         """The encoder's features of ``image`` at each level, finest first."""
@@ -224,15 +250,24 @@ class Dissimilarity(nn.Module):
     def feature_map(
         self, image_features: list[Tensor], reconstruction_features: list[Tensor], size: tuple[int, int]
     ) -> Tensor:
-        """The feature-level term: scaled level differences upsampled to ``size``, averaged, smoothed."""
+        """The feature-level term: scaled level differences upsampled to ``size``, averaged over the
+        configured levels, smoothed."""
         levels = self.feature_levels(image_features, reconstruction_features)
         if len(levels) != len(self.config.feature_scales):
             raise ValueError(f"{len(levels)} encoder levels but {len(self.config.feature_scales)} feature scales")
+        chosen = self.config.feature_levels or tuple(range(len(levels)))
+        if max(chosen) >= len(levels):
+            raise ValueError(f"feature level {max(chosen)} asked of a network with {len(levels)} levels")
         total = sum(
-            F.interpolate(level / scale, size=size, mode="bilinear", align_corners=False)
-            for level, scale in zip(levels, self.config.feature_scales, strict=True)
-        )
-        return self._blur(cast(Tensor, total) / len(levels), cast(Tensor, self.smooth_kernel))
+            F.interpolate(levels[index] / self.config.feature_scales[index], size=size, mode="bilinear",
+                          align_corners=False)
+            for index in chosen
+        )  # fmt: skip
+        return self._blur(cast(Tensor, total) / len(chosen), cast(Tensor, self.smooth_kernel))
+
+    def head_map(self, logits: Tensor) -> Tensor:
+        """The corruption head's term: its probability, smoothed like the pixel-level map."""
+        return self._blur(torch.sigmoid(logits), cast(Tensor, self.smooth_kernel))
 
 
 class AnomalyGraph(nn.Module):
@@ -245,13 +280,15 @@ class AnomalyGraph(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Anomaly map and reconstruction of a ``(n, 1, size, size)`` batch in [0, 1]."""
-        reconstruction, features = self.net.reconstruct_with_features(image)
+        reconstruction, features, logits = self.net.analyse(image)
         anomaly = self.dissimilarity(image, reconstruction)
-        weight = self.dissimilarity.config.feature_weight
-        if weight > 0:
+        config = self.dissimilarity.config
+        if config.feature_weight > 0:
             again = self.net.features(reconstruction)
             size = (int(image.shape[-2]), int(image.shape[-1]))
-            anomaly = anomaly + weight * self.dissimilarity.feature_map(features, again, size)
+            anomaly = anomaly + config.feature_weight * self.dissimilarity.feature_map(features, again, size)
+        if config.head_weight > 0 and logits is not None:
+            anomaly = anomaly + config.head_weight * self.dissimilarity.head_map(logits)
         return anomaly, reconstruction
 
 

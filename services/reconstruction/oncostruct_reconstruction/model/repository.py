@@ -25,7 +25,7 @@ CONFIG_FILE = "config.pbtxt"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 DEFAULT_MODEL_NAME = "nearest_normal"
 #: The shipped model's version. Results name it.
-SHIPPED_VERSION = "2"
+SHIPPED_VERSION = "3"
 #: The shipped model's ONNX file.
 SHIPPED_ONNX = DEFAULT_REPOSITORY / DEFAULT_MODEL_NAME / SHIPPED_VERSION / ONNX_FILE
 

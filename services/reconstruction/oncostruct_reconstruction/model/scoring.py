@@ -49,6 +49,12 @@ class DissimilarityConfig:
         One divisor per encoder level, calibrated on normal slices so that each level's 99th
         percentile equals the pixel-level map's
         (:func:`~oncostruct_reconstruction.model.training.calibrate_feature_scales`).
+    feature_levels
+        Encoder levels the feature-level term averages (0 is the full-resolution stem); empty: all.
+        Coarse levels localise poorly: upsampled from 16² they blur a finding over its surroundings.
+    head_weight
+        Weight of the corruption head's smoothed probability in the map (0: off; only networks
+        with a corruption head have one, and only the served graph computes it).
     """
 
     ssim_sigma: float = 1.5
@@ -59,11 +65,18 @@ class DissimilarityConfig:
     smooth_radius: int = 4
     feature_weight: float = 0.0
     feature_scales: tuple[float, ...] = ()
+    feature_levels: tuple[int, ...] = ()
+    head_weight: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_scales", tuple(float(scale) for scale in self.feature_scales))
+        object.__setattr__(self, "feature_levels", tuple(int(level) for level in self.feature_levels))
+        if any(level < 0 for level in self.feature_levels) or len(set(self.feature_levels)) < len(self.feature_levels):
+            raise ValueError("feature_levels must be distinct levels, 0 or more")
         if self.feature_weight < 0 or any(scale <= 0 for scale in self.feature_scales):
             raise ValueError("feature_weight must be >= 0 and feature_scales positive")
+        if self.head_weight < 0:
+            raise ValueError("head_weight must be >= 0")
 
 
 def gaussian_kernel(sigma: float, radius: int) -> FloatArray:

@@ -68,6 +68,9 @@ class TrainConfig:
         anything it was not taught to replace.
     focus
         Extra loss weight of corrupted pixels (see :func:`reconstruction_loss`).
+    head_loss
+        Weight of the corruption head's loss (binary cross-entropy against where the
+        inputs were corrupted) for a network with ``corruption_head``.
     seed
         Seeds python, numpy and torch.
     device
@@ -89,6 +92,7 @@ class TrainConfig:
     denoise: float = 0.0
     corruptions: tuple[CorruptionKind, ...] = ("noise",)
     focus: float = 0.0
+    head_loss: float = 1.0
     seed: int = 0
     device: str = "cpu"
     threads: int = 2
@@ -112,6 +116,12 @@ UNET_FEATURE_WEIGHT = 1.0
 #: The U-Net's finest skip: half resolution. Without the full-resolution skip the decoder cannot copy
 #: single-pixel detail through (slice AUROC 0.853 → 0.882, pixel AUPRC 0.561 → 0.609 with the feature term).
 UNET_SKIP_FROM = 1
+#: The U-Net learns where its inputs were corrupted beside restoring them (a corruption head, loss weight 1,
+#: not in the map): on the benchmark, slice AUROC 0.882 → 0.913 (local deformations 0.566 → 0.699).
+UNET_CORRUPTION_HEAD = True
+#: The feature-level term from the two finest levels (full and half resolution): with the coarser two as
+#: well, pixel AUPRC was 0.540 instead of 0.599 at the same slice AUROC (0.913) on the shipped run.
+UNET_FEATURE_LEVELS = (0, 1)
 
 #: Named configurations: ``ci`` for tests, ``cpu`` for the shipped model, ``gpu`` for the full size (all the
 #: residual VAE). :func:`unet_config` turns any of them into the denoising U-Net of the same size and length.
@@ -135,13 +145,15 @@ PRESETS: dict[str, TrainConfig] = {
 
 def unet_config(config: TrainConfig) -> TrainConfig:
     """``config`` as the denoising U-Net: skips from half resolution down, all corruptions, focused loss,
-    feature term (the shipped model's recipe).
+    corruption head, feature term (the shipped model's recipe).
 
     The command line equivalent: ``--kind dae --corruptions noise,patch,warp,warp --focus 3 --skip-from 1
-    --feature-weight 1``.
+    --feature-weight 1 --feature-levels 0,1 --corruption-head``.
     """
-    network = replace(config.network, kind="dae", skip_from=UNET_SKIP_FROM)
-    dissimilarity = replace(config.dissimilarity, feature_weight=UNET_FEATURE_WEIGHT, feature_scales=())
+    network = replace(config.network, kind="dae", skip_from=UNET_SKIP_FROM, corruption_head=UNET_CORRUPTION_HEAD)
+    dissimilarity = replace(
+        config.dissimilarity, feature_weight=UNET_FEATURE_WEIGHT, feature_levels=UNET_FEATURE_LEVELS, feature_scales=()
+    )
     return replace(config, network=network, corruptions=UNET_CORRUPTIONS, focus=UNET_FOCUS, dissimilarity=dissimilarity)
 
 
@@ -299,9 +311,11 @@ def reconstruction_loss(
     With ``region`` (where the inputs were corrupted) and ``config.focus``,
     each pixel's loss is weighted ``1 + focus * region``: a displaced patch
     of tissue is a small part of the image's error, and would otherwise be
-    the last thing the network learns to restore.
+    the last thing the network learns to restore. A network with a corruption
+    head also learns ``region`` itself (``config.head_loss`` × binary
+    cross-entropy; clean slices teach it zero).
     """
-    reconstruction, mean, log_var = net(batch if inputs is None else inputs)
+    reconstruction, mean, log_var, logits = net.forward_with_head(batch if inputs is None else inputs)
     if region is not None and config.focus > 0:
         weight = 1.0 + config.focus * region
         weight = weight / weight.mean()
@@ -317,6 +331,10 @@ def reconstruction_loss(
         kl = 0.5 * torch.sum(mean.pow(2) + log_var.exp() - 1.0 - log_var) / (batch.shape[0] * pixels)
         loss = loss + config.kl_weight * kl
         parts["kl"] = float(kl.detach())
+    if logits is not None and region is not None:
+        head = F.binary_cross_entropy_with_logits(logits, region.clamp(0.0, 1.0))
+        loss = loss + config.head_loss * head
+        parts["head"] = float(head.detach())
     parts["loss"] = float(loss.detach())
     return loss, parts
 
