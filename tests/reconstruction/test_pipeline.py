@@ -222,6 +222,17 @@ def test_parametric_map_and_seg_are_stored_valid_and_reference_the_source(
             assert instance.file_meta.TransferSyntaxUID == JPEGLSLossless
             assert decoded.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
             assert np.array_equal(decoded.pixel_array, instance.pixel_array)
+            # Frames too: a viewer asking for uncompressed frames gets the decoded values.
+            frames = dicomweb.retrieve_instance_frames(
+                series.study_uid,
+                stored["series_uid"],
+                stored["sop_instance_uid"],
+                frame_numbers=[1, 5],
+                media_types=(("application/octet-stream", ExplicitVRLittleEndian),),
+            )
+            for frame, number in zip(frames, (1, 5), strict=True):
+                values = np.frombuffer(frame, dtype="<u2").reshape(instance.pixel_array.shape[1:])
+                assert np.array_equal(values, instance.pixel_array[number - 1])
         else:
             assert len(instance.SegmentSequence) == len(job["result"]["proposals"])
             assert instance.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"

@@ -4,7 +4,9 @@ A 2D slice-wise residual encoder/decoder in the spirit of Kobayashi et al.
 (2020): a variational autoencoder trained on normal slices with SSIM + L2
 reconstruction loss, so that its reconstruction of any input is the nearest
 normal image it knows. The plain autoencoder (no sampling, no KL term) is
-the baseline the benchmark compares it with.
+the baseline the benchmark compares it with. The denoising U-Net (the shipped
+model) adds skip connections and, optionally, a corruption head: a second
+output that learns where its training inputs were corrupted.
 
 :class:`AnomalyGraph` is what gets exported to ONNX and served: it returns
 the reconstruction and the anomaly map computed in the graph, so only the
