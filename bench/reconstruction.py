@@ -15,6 +15,12 @@ per-slice AUROC, overall and per anomaly kind. Methods:
 - ``zscore``: per-pixel |z| against the training slices;
 - ``threshold``: the intensity itself (hyperintensity detection).
 
+Every method also gets an operating point, as the service would run it: a
+threshold at the 99.99th percentile of its maps on the held-out normal slices
+(unposed, as the model's own threshold is calibrated) and the proposals made
+there (:func:`~oncostruct_reconstruction.model.regions.proposal_metrics`: found
+findings, proposal Dice, false proposals per slice).
+
 Writes ``results.json``, ``table.md`` and ``figure.png`` (input, reconstruction,
 anomaly map, ground truth per kind) under ``--out``.
 """
@@ -26,6 +32,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +47,21 @@ from oncostruct_reconstruction.model.data import SliceSet, block_split, slice_se
 from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
 from oncostruct_reconstruction.model.metrics import DetectionMetrics, detection_metrics
 from oncostruct_reconstruction.model.preprocess import MrScaling
+from oncostruct_reconstruction.model.regions import ProposalMetrics, proposal_metrics
 from oncostruct_reconstruction.model.repository import ONNX_FILE, SHIPPED_ONNX
-from oncostruct_reconstruction.model.scoring import DissimilarityConfig, dissimilarity_map, gaussian_blur, slice_scores
+from oncostruct_reconstruction.model.scoring import (
+    THRESHOLD_QUANTILE,
+    DissimilarityConfig,
+    calibrate_threshold,
+    dissimilarity_map,
+    gaussian_blur,
+    slice_scores,
+)
 from oncostruct_reconstruction.model.volumes import mni152_volume
 
 FloatArray = npt.NDArray[np.float32]
+#: A method: images ``(n, 1, s, s)`` to anomaly maps and, for reconstruction methods, reconstructions.
+Method = Callable[[FloatArray], tuple[FloatArray, FloatArray | None]]
 #: Networks the benchmark trains to compare with the evaluated model (leaving out the model's own kind).
 COMPARISON_NETWORKS = ("vae", "dae", "ae")
 
@@ -67,6 +84,9 @@ class MethodResult:
     reconstructions: FloatArray | None
     overall: DetectionMetrics
     by_kind: dict[str, DetectionMetrics] = field(default_factory=dict)
+    threshold: float | None = None
+    proposals: ProposalMetrics | None = None
+    proposals_by_kind: dict[str, ProposalMetrics] = field(default_factory=dict)
 
 
 def perturb(slices: SliceSet, seed: int) -> SliceSet:
@@ -117,16 +137,36 @@ def pca_reconstruct(train: FloatArray, images: FloatArray, components: int) -> F
     return np.clip((centred @ basis.T) @ basis + mean, 0, 1).reshape(images.shape).astype(np.float32)
 
 
-def evaluate(maps: FloatArray, data: TestSet, reconstructions: FloatArray | None = None) -> MethodResult:
-    """Metrics overall and per kind (each kind's anomalous slices against all normal slices)."""
+def evaluate(
+    maps: FloatArray, data: TestSet, reconstructions: FloatArray | None = None, threshold: float | None = None
+) -> MethodResult:
+    """Metrics overall and per kind (each kind's anomalous slices against all normal slices).
+
+    With a ``threshold``, also the proposals made at it, overall and per kind.
+    """
     planes = maps.reshape(len(maps), *maps.shape[-2:])
     scores = slice_scores(planes, data.masks)
     kinds = np.asarray(data.kinds)
     result = MethodResult(planes, reconstructions, detection_metrics(planes, data.truth, data.masks, scores))
+    if threshold is not None:
+        result.threshold = threshold
+        result.proposals = proposal_metrics(planes, data.truth, data.masks, threshold)
     for kind in ANOMALY_KINDS:
         chosen = (kinds == kind) | (kinds == "normal")
         result.by_kind[kind] = detection_metrics(planes[chosen], data.truth[chosen], data.masks[chosen], scores[chosen])
+        if threshold is not None:
+            result.proposals_by_kind[kind] = proposal_metrics(
+                planes[chosen], data.truth[chosen], data.masks[chosen], threshold
+            )
     return result
+
+
+def run_method(method: Method, heldout: SliceSet, data: TestSet) -> MethodResult:
+    """Evaluate ``method`` on ``data`` at its own threshold, calibrated on the held-out normal slices."""
+    normal_maps, _ = method(heldout.images)
+    threshold = calibrate_threshold(normal_maps.reshape(heldout.masks.shape), heldout.masks, THRESHOLD_QUANTILE)
+    maps, reconstructions = method(data.images)
+    return evaluate(maps, data, reconstructions, threshold)
 
 
 def train_onnx(
@@ -203,7 +243,8 @@ def figure(data: TestSet, result: MethodResult, path: Path) -> None:
 
 
 def table(results: dict[str, MethodResult], labels: dict[str, str] | None = None) -> str:
-    """Markdown tables: overall metrics and AUPRC per kind, then slice AUROC per kind (``labels`` rename rows)."""
+    """Markdown tables: overall metrics and AUPRC per kind, slice AUROC per kind, then proposals at each method's
+    threshold (``labels`` rename rows)."""
     header = (
         "| method | pixel AUROC | pixel AUPRC | best Dice | slice AUROC | "
         + " | ".join(f"AUPRC {k}" for k in ANOMALY_KINDS)
@@ -220,6 +261,23 @@ def table(results: dict[str, MethodResult], labels: dict[str, str] | None = None
     for name, result in results.items():
         per_kind = " | ".join(f"{result.by_kind[k].slice_auroc:.3f}" for k in ANOMALY_KINDS)
         lines.append(f"| {(labels or {}).get(name, name)} | {per_kind} |")
+    lines += [
+        "",
+        "| method | threshold | false proposals / slice | proposal Dice | "
+        + " | ".join(f"found / Dice {k}" for k in ANOMALY_KINDS)
+        + " |",
+        "|" + "---|" * (4 + len(ANOMALY_KINDS)),
+    ]
+    for name, result in results.items():
+        if result.proposals is None or result.threshold is None:
+            continue
+        p = result.proposals
+        per_kind = " | ".join(
+            f"{result.proposals_by_kind[k].detected:.2f} / {result.proposals_by_kind[k].dice:.3f}"
+            for k in ANOMALY_KINDS
+        )
+        row = f"{result.threshold:.4g} | {p.false_per_slice:.3f} | {p.dice:.3f} | {per_kind}"
+        lines.append(f"| {(labels or {}).get(name, name)} | {row} |")
     return "\n".join(lines)
 
 
@@ -283,16 +341,20 @@ def run_benchmark(
             if name != kind
         ]
 
-    results: dict[str, MethodResult] = {}
-    for name, network in networks:
-        maps, recon = network.run(data.images)
-        results[name] = evaluate(maps, data, recon)
-    pca = pca_reconstruct(train.images, data.images, pca_components)
-    results["pca"] = evaluate(dissimilarity_map(data.images, pca, config), data, pca)
+    methods: dict[str, Method] = {name: network.run for name, network in networks}
     mean, std = train.images.mean(axis=0), train.images.std(axis=0)
-    zscore = np.abs(data.images - mean) / np.maximum(std, 0.05)
-    results["zscore"] = evaluate(gaussian_blur(zscore, config.smooth_sigma, config.smooth_radius), data)
-    results["threshold"] = evaluate(gaussian_blur(data.images, config.smooth_sigma, config.smooth_radius), data)
+
+    def blurred(images: FloatArray) -> FloatArray:
+        return gaussian_blur(images, config.smooth_sigma, config.smooth_radius)
+
+    def pca(images: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+        reconstructions = pca_reconstruct(train.images, images, pca_components)
+        return dissimilarity_map(images, reconstructions, config), reconstructions
+
+    methods["pca"] = pca
+    methods["zscore"] = lambda images: (blurred(np.abs(images - mean) / np.maximum(std, 0.05)), None)
+    methods["threshold"] = lambda images: (blurred(images), None)
+    results = {name: run_method(method, heldout, data) for name, method in methods.items()}
 
     labels = {"model": f"{kind} ({'trained here' if train_model else 'shipped'})"}
     text = table(results, labels)
@@ -308,7 +370,13 @@ def run_benchmark(
         "labels": labels,
         "seconds": round(time.perf_counter() - started, 1),
         "methods": {
-            name: {"overall": r.overall.as_dict(), "by_kind": {k: m.as_dict() for k, m in r.by_kind.items()}}
+            name: {
+                "overall": r.overall.as_dict(),
+                "by_kind": {k: m.as_dict() for k, m in r.by_kind.items()},
+                "threshold": r.threshold,
+                "proposals": r.proposals.as_dict() if r.proposals else None,
+                "proposals_by_kind": {k: m.as_dict() for k, m in r.proposals_by_kind.items()},
+            }
             for name, r in results.items()
         },
     }

@@ -1,4 +1,5 @@
-"""CI-sized quality benchmark: the trained model beats the intensity threshold and PCA on pixel AUPRC.
+"""CI-sized quality benchmark: the trained model beats the intensity threshold and PCA on pixel AUPRC,
+and on the proposals made at each method's calibrated threshold.
 
 The U-Net and plain-autoencoder comparisons are left to ``make bench``: they triple the training time.
 """
@@ -18,8 +19,18 @@ def test_trained_model_beats_threshold_and_pca(tmp_path: Path) -> None:
     auprc = {name: result.overall.pixel_auprc for name, result in results.items()}
     assert auprc["model"] > auprc["threshold"]
     assert auprc["model"] > auprc["pca"]
+    # The operating point: each method at the 99.99th percentile of its own normal maps.
+    dice = {name: result.proposals.dice for name, result in results.items() if result.proposals}
+    assert dice.keys() == results.keys()
+    assert dice["model"] > max(dice["pca"], dice["threshold"])
+    assert all(result.threshold is not None and result.threshold > 0 for result in results.values())
     assert (tmp_path / "figure.png").stat().st_size > 1000
-    assert "| vae (trained here) |" in (tmp_path / "table.md").read_text()
+    text = (tmp_path / "table.md").read_text()
+    assert "| vae (trained here) |" in text
+    assert "| method | threshold | false proposals / slice | proposal Dice |" in text
+    recorded = json.loads((tmp_path / "results.json").read_text())["methods"]["model"]
+    assert recorded["proposals"]["dice"] == dice["model"]
+    assert set(recorded["proposals_by_kind"]) == {"blob", "patch", "noise", "deformation"}
 
 
 def test_a_cached_comparison_model_is_reused_only_for_the_same_training() -> None:

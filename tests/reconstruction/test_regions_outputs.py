@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 from scipy import ndimage  # type: ignore[import-untyped]
 
 from oncostruct_reconstruction.model.preprocess import resample_slices, restore_slices
-from oncostruct_reconstruction.model.regions import find_regions
+from oncostruct_reconstruction.model.regions import find_regions, proposal_metrics
 from oncostruct_reconstruction.model.scoring import calibrate_threshold
 from oncostruct_reconstruction.outputs import ResultIdentity, parametric_map, segmentation
 from tests.imaging.factory import to_bytes
@@ -103,6 +103,48 @@ def test_a_region_extends_to_a_fraction_of_its_own_peak() -> None:
     assert relative[0].mean > plain[0].mean
     with pytest.raises(ValueError, match="peak_fraction"):
         find_regions(anomaly, foreground, 0.1, peak_fraction=1.0)
+
+
+def test_hysteresis_takes_in_the_connected_part_between_the_two_levels_only() -> None:
+    # A flat lesion whose map exceeds the threshold at its rim only, a faint patch touching it, and a faint
+    # patch apart (between the levels too, but no voxel of it reaches the threshold).
+    anomaly = np.zeros((3, 40, 40), np.float32)
+    anomaly[1, 10:20, 10:20] = 0.35  # inside: above half the threshold of 0.5
+    anomaly[1, 10:20, 10] = anomaly[1, 10:20, 19] = 0.8  # the rim, above the threshold
+    anomaly[1, 20:23, 12:16] = 0.3  # touching the lesion
+    anomaly[1, 30:36, 30:36] = 0.4  # apart
+    foreground = np.ones(anomaly.shape, bool)
+    plain = find_regions(anomaly, foreground, 0.5, min_volume_mm3=1.0)
+    assert [region.voxels for region in plain] == [10, 10]  # the threshold alone: two rim lines, apart
+    (grown,) = find_regions(anomaly, foreground, 0.5, min_volume_mm3=1.0, low_fraction=0.5)
+    assert grown.voxels == 100 + 12
+    assert grown.box == (1, 2, 10, 23, 10, 20)
+    assert grown.peak == pytest.approx(0.8)
+    # Hysteresis never finds anything the threshold did not: a map below it everywhere gives no region.
+    assert find_regions(np.minimum(anomaly, 0.45), foreground, 0.5, min_volume_mm3=1.0, low_fraction=0.1) == []
+    with pytest.raises(ValueError, match="low_fraction"):
+        find_regions(anomaly, foreground, 0.5, low_fraction=0.0)
+
+
+def test_proposal_metrics_score_the_operating_point_slice_by_slice() -> None:
+    maps = np.zeros((3, 30, 30), np.float32)
+    truth = np.zeros(maps.shape, bool)
+    maps[0, 5:10, 5:10] = 0.9  # a normal slice with a false proposal
+    truth[1, 10:20, 10:20] = True  # found, over twice its size: Dice 2·100 / (200 + 100)
+    maps[1, 10:20, 10:30] = 0.9
+    truth[2, 0:4, 0:4] = True  # missed
+    masks = np.ones(maps.shape, bool)
+    got = proposal_metrics(maps, truth, masks, threshold=0.5)
+    assert got.detected == pytest.approx(0.5)
+    assert got.dice == pytest.approx((2 * 100 / 300 + 0.0) / 2)
+    assert got.false_per_slice == pytest.approx(1 / 3)
+    assert proposal_metrics(maps, truth, masks, threshold=0.95).as_dict() == {
+        "detected": 0.0,
+        "dice": 0.0,
+        "false_per_slice": 0.0,
+    }
+    with pytest.raises(ValueError, match="must match"):
+        proposal_metrics(maps[:2], truth, masks, 0.5)
 
 
 def test_outputs_are_the_same_objects_when_a_job_runs_again() -> None:

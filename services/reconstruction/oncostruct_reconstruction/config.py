@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from oncostruct_shared.settings import ServiceSettings
 
+from .model.regions import LOW_FRACTION, PEAK_FRACTION
 from .model.repository import DEFAULT_REPOSITORY, SHIPPED_VERSION
 
 #: How the stored Parametric Map's pixel data is encoded (see :mod:`.outputs`).
@@ -53,12 +54,19 @@ class Settings(ServiceSettings):
     )
     min_region_mm3: float = Field(20.0, ge=0, description="Smallest abnormal region proposed, in cubic millimetres.")
     max_proposals: int = Field(20, ge=0, le=200, description="Most ROI proposals (and SEG segments) per series.")
+    region_low_fraction: float = Field(
+        LOW_FRACTION,
+        gt=0,
+        le=1,
+        description="A proposal's extent, by hysteresis: a region found above the threshold takes in the connected "
+        "voxels above this fraction of the threshold; 1 stops it at the threshold.",
+    )
     region_peak_fraction: float = Field(
-        0.3,
+        PEAK_FRACTION,
         ge=0,
         lt=1,
-        description="A proposal's extent: where the anomaly map reaches this fraction of the region's peak "
-        "(and the threshold); 0 takes everything above the threshold.",
+        description="A proposal's extent: where the anomaly map also reaches this fraction of the region's peak; "
+        "0 keeps all of it.",
     )
     map_encoding: MapEncoding = Field(
         "jpeg-ls",

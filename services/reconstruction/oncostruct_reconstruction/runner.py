@@ -271,6 +271,7 @@ class JobRunner:
             self.settings.min_region_mm3,
             self.settings.max_proposals,
             self.settings.region_peak_fraction,
+            self.settings.region_low_fraction,
         )
         scores = [
             {"sop_instance_uid": str(dataset.SOPInstanceUID), "score": round(float(score), 6)}

@@ -33,7 +33,7 @@ from .model.inference import OnnxAnomalyModel
 from .model.platform import PlatformSource, platform_volumes
 from .model.preprocess import MrScaling
 from .model.repository import DEFAULT_MODEL_NAME, ServingConfig, write_model_repository
-from .model.scoring import calibrate_threshold
+from .model.scoring import THRESHOLD_QUANTILE, calibrate_threshold
 from .model.volumes import folder_volumes, mni152_volume
 
 log = logging.getLogger("oncostruct.reconstruction.train")
@@ -272,12 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info("exported to %s", model_dir)
     log.info("trained in %.0f s; %s", seconds, record["final_epoch"])  # this invocation
     return 0
-
-
-#: Quantile of the held-out normal voxels' map values that becomes the model's threshold. The 99.9th
-#: percentile (used before) let sharp models flag small regions in normal series (1 to 8 in the job
-#: tests' normal series, depending on the training run); at the 99.99th none of the runs did.
-THRESHOLD_QUANTILE = 0.9999
 
 
 def calibrate_model_threshold(onnx_path: Path, images: npt.ArrayLike, masks: npt.ArrayLike) -> float:
