@@ -13,12 +13,14 @@ import torch
 from oncostruct_reconstruction.model.export import export_onnx
 from oncostruct_reconstruction.model.inference import OnnxAnomalyModel
 from oncostruct_reconstruction.model.network import AnomalyGraph, Dissimilarity, NetworkConfig, ReconstructionNet
+from oncostruct_reconstruction.model.preprocess import MrScaling
 from oncostruct_reconstruction.model.repository import (
     CONFIG_FILE,
     INPUT_NAME,
     MAP_NAME,
     RECONSTRUCTION_NAME,
     ServingConfig,
+    read_version_parameters,
     write_model_repository,
 )
 from oncostruct_reconstruction.model.scoring import DissimilarityConfig, dissimilarity_map
@@ -172,6 +174,41 @@ def test_feature_configuration_is_checked() -> None:
     )
     with pytest.raises(ValueError, match="3 encoder levels but 1 feature scales"), torch.no_grad():
         graph(torch.rand(1, 1, 32, 32))
+
+
+def test_each_version_keeps_its_calibration_in_the_shared_config(tmp_path: Path) -> None:
+    onnx_file = tmp_path / "exported.onnx"
+    onnx_file.write_bytes(b"onnx")
+    repository = tmp_path / "repo"
+    first = ServingConfig(name="m", size=32, anomaly_threshold=0.25, mr_scaling=MrScaling((5.0, 95.0), (0.2, 0.75)))
+    write_model_repository(repository, onnx_file, first, 3)
+    second = ServingConfig(name="m", size=32, anomaly_threshold=0.4, mr_scaling=MrScaling((1.0, 99.0), (0.0, 1.0)))
+    folder = write_model_repository(repository, onnx_file, second, 4)
+    config = (folder / CONFIG_FILE).read_text()
+    assert read_version_parameters(config, ["3", "4"]) == {
+        "3": {"anomaly_threshold": "0.25", "mr_scaling": "5,95:0.2,0.75"},
+        "4": {"anomaly_threshold": "0.4", "mr_scaling": "1,99:0,1"},
+    }
+    assert 'parameters { key: "anomaly_threshold" value: { string_value: "0.4" } }' in config  # the newest
+    assert "version_policy: { all: { } }" in config
+    # Writing version 3 again replaces its own values only.
+    write_model_repository(repository, onnx_file, dataclasses.replace(first, anomaly_threshold=0.3), 3)
+    again = read_version_parameters((folder / CONFIG_FILE).read_text(), ["3", "4"])
+    assert (again["3"]["anomaly_threshold"], again["4"]["anomaly_threshold"]) == ("0.3", "0.4")
+    with pytest.raises(ValueError, match=r"takes 32² slices .* a 64² model needs another model name"):
+        write_model_repository(repository, onnx_file, dataclasses.replace(second, size=64), 5)
+    assert not (folder / "5").exists()
+
+
+def test_a_config_from_before_versioned_keys_belongs_to_its_newest_version() -> None:
+    text = (
+        'parameters { key: "anomaly_threshold" value: { string_value: "0.18" } }\n'
+        'parameters { key: "mr_scaling" value: { string_value: "5,95:0.2,0.75" } }\n'
+    )
+    assert read_version_parameters(text, ["2", "10"]) == {
+        "10": {"anomaly_threshold": "0.18", "mr_scaling": "5,95:0.2,0.75"}
+    }
+    assert read_version_parameters(text, []) == {}
 
 
 def test_model_repository_layout(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from oncostruct_reconstruction.model.repository import (
     DEFAULT_REPOSITORY,
     SHIPPED_ONNX,
     SHIPPED_VERSION,
+    ServingConfig,
+    write_model_repository,
 )
 from oncostruct_reconstruction.triton_local import LocalTriton, bundled_backends, free_port
 from oncostruct_shared.errors import Invalid, UpstreamError, UpstreamUnavailable
@@ -88,6 +91,13 @@ def test_model_config_parameters_are_read_or_refused() -> None:
     given = {"anomaly_threshold": {"string_value": "0.25"}, "mr_scaling": {"string_value": "2,98:0.1,0.8"}}
     info = _model_info(metadata, {"parameters": given}, "m")
     assert (info.threshold, info.mr_scaling) == (0.25, MrScaling((2.0, 98.0), (0.1, 0.8)))
+    # Each version's own calibration where the config has it; the version asked for, or the newest listed.
+    both = {**given, "anomaly_threshold@3": {"string_value": "0.3"}, "anomaly_threshold@10": {"string_value": "0.5"}}
+    listed = {**metadata, "versions": ["3", "10"]}
+    assert _model_info(listed, {"parameters": both}, "m", "3").threshold == 0.3
+    assert _model_info(listed, {"parameters": both}, "m").threshold == 0.5  # 10, not "3" (the last as text)
+    assert _model_info(listed, {"parameters": both}, "m").version == "10"
+    assert _model_info(listed, {"parameters": given}, "m", "3").threshold == 0.25  # no key of its own
     for key, value, reason in (("mr_scaling", "2,98", "MR scaling"), ("anomaly_threshold", "high", "not a number")):
         with pytest.raises(UpstreamError, match=f"Model m's {key} parameter.*{reason}"):
             _model_info(metadata, {"parameters": {key: {"string_value": value}}}, "m")
@@ -152,3 +162,37 @@ async def test_slow_triton_times_out_as_unavailable() -> None:
     finally:
         await client.close()
         server.close()
+
+
+async def test_two_versions_are_served_each_with_its_own_calibration_and_an_unloaded_model_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    reference = OnnxAnomalyModel(SHIPPED)
+    repository = tmp_path / "repo"
+    for version, threshold in ((1, 0.25), (2, 0.4)):
+        serving = ServingConfig(
+            name="twin", size=reference.size, instance_kind="KIND_CPU", anomaly_threshold=threshold,
+            mr_scaling=reference.mr_scaling,
+        )  # fmt: skip
+        write_model_repository(repository, SHIPPED, serving, version)
+    images = np.random.default_rng(2).random((3, 1, reference.size, reference.size), dtype=np.float32)
+    with LocalTriton(repository, workspace=tmp_path / "server") as server:
+        for version, threshold in (("1", 0.25), ("2", 0.4)):
+            async with triton_model_client(server.url, "twin", version) as client:
+                info = await client.check_ready()
+                assert (info.version, info.threshold) == (version, threshold)
+                assert np.abs((await client.infer(images)).maps - reference.run(images)[0]).max() < 1e-5
+        async with triton_model_client(server.url, "twin") as latest:
+            assert (await latest.check_ready()).version == "2"
+        # Unloaded (an operator, or a model that failed to load): the strictly ready server is not, and a job waits.
+        admin = triton_http.InferenceServerClient(server.url)
+        admin.unload_model("twin")
+        try:
+            async with triton_model_client(server.url, "twin", "1") as client:
+                with pytest.raises(UpstreamUnavailable, match=rf"Triton at {server.url} is not ready"):
+                    await client.check_ready()
+            admin.load_model("twin")
+            async with triton_model_client(server.url, "twin", "1") as client:
+                assert (await client.check_ready()).threshold == 0.25
+        finally:
+            admin.close()

@@ -26,7 +26,14 @@ from tritonclient.utils import InferenceServerException  # type: ignore[import-u
 from oncostruct_shared.errors import Invalid, Unprocessable, UpstreamError, UpstreamUnavailable
 
 from ..model.preprocess import LEGACY_MR_SCALING, MrScaling
-from ..model.repository import INPUT_NAME, MAP_NAME, MR_SCALING_PARAMETER, RECONSTRUCTION_NAME, THRESHOLD_PARAMETER
+from ..model.repository import (
+    INPUT_NAME,
+    MAP_NAME,
+    MR_SCALING_PARAMETER,
+    RECONSTRUCTION_NAME,
+    THRESHOLD_PARAMETER,
+    versioned,
+)
 
 FloatArray = npt.NDArray[np.float32]
 T = TypeVar("T")
@@ -164,7 +171,7 @@ class TritonModelClient:
         config: dict[str, Any] = await self._call(
             "model configuration", lambda: self._client.get_model_config(self.model_name, version)
         )
-        self._info = _model_info(metadata, config, self.model_name)
+        self._info = _model_info(metadata, config, self.model_name, version)
         return self._info
 
     async def _check_known(self, label: str) -> None:
@@ -216,7 +223,7 @@ class TritonModelClient:
         return AnomalyOutput(maps=maps, reconstructions=recon)
 
 
-def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str) -> ModelInfo:
+def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str, requested: str = "") -> ModelInfo:
     inputs = {tensor["name"]: tensor for tensor in metadata.get("inputs", [])}
     outputs = {tensor["name"] for tensor in metadata.get("outputs", [])}
     tensor = inputs.get(INPUT_NAME)
@@ -228,21 +235,33 @@ def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str) -> 
     shape = [int(d) for d in tensor.get("shape", [])]
     if len(shape) != 4 or shape[1] != 1 or shape[2] != shape[3] or shape[2] <= 0:
         raise UpstreamError(f"Model {name} takes {INPUT_NAME!r} of shape {shape}, not [batch, 1, s, s].")
-    versions = metadata.get("versions") or [""]
+    # The version asked for; without one, the newest the server lists (it serves every version it has).
+    versions = [str(v) for v in metadata.get("versions") or []]
+    numbered = [v for v in versions if v.isdigit()]
+    version = requested or (max(numbered, key=int) if numbered else (versions[-1] if versions else ""))
     parameters = config.get("parameters") or {}
-    parameter = parameters.get(THRESHOLD_PARAMETER, {}).get("string_value")
+
+    def parameter(key: str) -> str | None:
+        # This version's own calibration, or the plain key (a config from before versioned keys).
+        own = parameters.get(versioned(key, version), {}).get("string_value") if version else None
+        value = own if own is not None else parameters.get(key, {}).get("string_value")
+        return None if value is None else str(value)
+
+    threshold_text = parameter(THRESHOLD_PARAMETER)
     try:
-        threshold = float(parameter) if parameter is not None else None
+        threshold = float(threshold_text) if threshold_text is not None else None
     except ValueError:
-        raise UpstreamError(f"Model {name}'s {THRESHOLD_PARAMETER} parameter {parameter!r} is not a number.") from None
-    scaling = parameters.get(MR_SCALING_PARAMETER, {}).get("string_value")
+        raise UpstreamError(
+            f"Model {name}'s {THRESHOLD_PARAMETER} parameter {threshold_text!r} is not a number."
+        ) from None
+    scaling = parameter(MR_SCALING_PARAMETER)
     try:
         mr_scaling = MrScaling.parse(scaling) if scaling is not None else LEGACY_MR_SCALING
     except ValueError as error:
         raise UpstreamError(f"Model {name}'s {MR_SCALING_PARAMETER} parameter: {error}.") from None
     return ModelInfo(
         name=name,
-        version=str(versions[-1]),
+        version=version,
         size=shape[2],
         max_batch_size=int(config.get("max_batch_size", 0)),
         threshold=threshold,
