@@ -6,6 +6,7 @@ receives imaging's series-complete events; proposals go to a real annotation pro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import socket
@@ -15,6 +16,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
 from oncostruct_reconstruction.app import create_app
+from oncostruct_reconstruction.model.regions import find_regions
 from oncostruct_reconstruction.model.repository import DEFAULT_MODEL_NAME, SHIPPED_VERSION
+from oncostruct_reconstruction.outputs import ResultIdentity, parametric_map, segmentation
 from oncostruct_reconstruction.triton_local import LocalTriton
+from oncostruct_shared.queue import create_queue_app
 from oncostruct_shared.settings import ServiceSettings
 from tests.imaging.factory import ct_dataset, new_uid
 from tests.reconstruction.brain_series import BrainSeries, brain_series
@@ -246,11 +251,12 @@ def test_same_series_and_version_is_one_job(api: httpx.Client, lesion_job: tuple
     assert api.get(JOBS, params={"series_uid": series.series_uid}).json()["items"] == [again.json()]
 
 
+@pytest.mark.parametrize("key", ["segmentation", "parametric_map"])
 def test_the_services_own_results_are_never_analysed(
-    api: httpx.Client, lesion_job: tuple[BrainSeries, dict[str, Any]]
+    api: httpx.Client, lesion_job: tuple[BrainSeries, dict[str, Any]], key: str
 ) -> None:
     series, job = lesion_job
-    result_series = job["result"]["segmentation"]["series_uid"]
+    result_series = job["result"][key]["series_uid"]
     # Its SEG and map series made no job of their own through the events …
     assert api.get(JOBS, params={"series_uid": result_series}).json()["items"] == []
     # … and asking for one fails with the reason.
@@ -259,6 +265,68 @@ def test_the_services_own_results_are_never_analysed(
     failed = _wait(api, response.json()["id"], _finished)
     assert failed["status"] == "failed"
     assert "result of this service" in failed["error"]
+
+
+def _event_handled(postgres: PostgresServer, series_uid: str, timeout: float = 60) -> None:
+    """Wait until the imaging service's series-complete event for the series has been handled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = postgres.fetch(
+            "test_imaging",
+            "SELECT status FROM oncostruct_jobs.procrastinate_jobs WHERE task_name = 'series_complete' "
+            "AND args->>'series_uid' = $1",
+            series_uid,
+        )
+        if rows and all(row["status"] == "succeeded" for row in rows):
+            return
+        assert time.monotonic() < deadline, f"series-complete event of {series_uid}: {[r['status'] for r in rows]}"
+        time.sleep(0.3)
+
+
+def test_events_of_series_outside_the_filters_start_no_job(
+    api: httpx.Client, dicomweb: DICOMwebClient, postgres: PostgresServer
+) -> None:
+    # This service starts jobs for MR of the brain only (AUTO_MODALITIES, AUTO_BODY_PARTS).
+    chest = brain_series(slices=(40, 43), lesion=False, patient_id="RECON-CHEST")
+    for dataset in chest.datasets:
+        dataset.BodyPartExamined = "CHEST"
+    _store(dicomweb, chest.datasets)
+    study, ct_series = new_uid(), new_uid()
+    _store(dicomweb, [ct_dataset(study, ct_series, number, BodyPartExamined="BRAIN") for number in (1, 2)])
+    for series_uid in (chest.series_uid, ct_series):
+        _event_handled(postgres, series_uid)
+        assert api.get(JOBS, params={"series_uid": series_uid}).json()["items"] == []
+
+
+async def _announce(database_url: str, series: BrainSeries) -> None:
+    """Defer the imaging service's series-complete event, as it does, on a database of its own."""
+    app = create_queue_app(database_url)
+    async with app.open_async():
+        await app.configure_task("series_complete", queue="reconstruction").defer_async(
+            study_uid=series.study_uid, series_uid=series.series_uid, modality="MR", body_part="BRAIN",
+            instances=len(series.datasets), last_change=datetime.now(UTC).isoformat(),
+        )  # fmt: skip
+
+
+def test_an_event_while_the_archive_is_away_makes_a_job_that_waits_for_it(
+    own_queue: OwnQueue, dicomweb: DICOMwebClient, postgres: PostgresServer
+) -> None:
+    series = brain_series(slices=(40, 46), lesion=False, patient_id="RECON-EVENT-AWAY")
+    _store(dicomweb, series.datasets)
+    away = f"http://127.0.0.1:{free_port()}/dicomweb"  # nothing listens there
+    with own_queue.start(imaging_url=away) as server, own_queue.client(server) as api:
+        asyncio.run(_announce(postgres.url(own_queue.common["database"]), series))
+        deadline = time.monotonic() + 60
+        while not (items := api.get(JOBS, params={"series_uid": series.series_uid}).json()["items"]):
+            assert time.monotonic() < deadline, "the event made no job while the archive was away"
+            time.sleep(0.3)
+        assert items[0]["trigger"] == "event"
+        waiting = _wait(api, items[0]["id"], lambda job: job["attempts"] >= 1 and bool(job["waiting"]))
+        assert "could not be reached" in waiting["waiting"], waiting["waiting"]
+        assert waiting["status"] == "queued"
+    with own_queue.start() as server, own_queue.client(server) as api:
+        done = _wait(api, items[0]["id"], _finished)
+    assert done["status"] == "succeeded", done["error"]
 
 
 def test_unknown_model_version_is_refused(api: httpx.Client, lesion_job: tuple[BrainSeries, dict[str, Any]]) -> None:
@@ -286,10 +354,27 @@ def _report(study: str) -> Dataset:
     return ds
 
 
+def _foreign_result(kind: str) -> Dataset:
+    """A SEG or Parametric Map of another vendor's (not this service's own: refused for its SOP Class)."""
+    source = brain_series(slices=(40, 43), lesion=True)
+    anomaly = source.lesion.astype(np.float32)
+    identity = ResultIdentity(uuid.uuid4(), "other_model", "1", datetime(2026, 1, 2, tzinfo=UTC))
+    if kind == "seg":
+        dataset = segmentation(source.datasets, find_regions(anomaly, np.ones(anomaly.shape, bool), 0.5), identity)
+    else:
+        dataset = parametric_map(source.datasets, anomaly, identity, 0.5, encoding="none")
+    assert dataset is not None
+    dataset.Manufacturer = "Another Vendor"
+    return dataset
+
+
 def _bad_series(kind: str) -> tuple[str, str, list[Dataset]]:
     if kind == "report":
         report = _report(new_uid())
         return report.StudyInstanceUID, report.SeriesInstanceUID, [report]
+    if kind in ("seg", "parametric_map"):
+        result = _foreign_result(kind)
+        return result.StudyInstanceUID, result.SeriesInstanceUID, [result]
     if kind == "modality":
         study, series = new_uid(), new_uid()
         return study, series, [ct_dataset(study, series, n) for n in (1, 2, 3)]
@@ -312,6 +397,8 @@ def _bad_series(kind: str) -> tuple[str, str, list[Dataset]]:
     ("kind", "reason"),
     [
         ("report", r"holds Basic Text SR \(1\.2\.840\.10008\.5\.1\.4\.1\.1\.88\.11\) instances"),
+        ("seg", r"holds Segmentation \(1\.2\.840\.10008\.5\.1\.4\.1\.1\.66\.4\) instances"),
+        ("parametric_map", r"holds Parametric Map \(1\.2\.840\.10008\.5\.1\.4\.1\.1\.30\) instances"),
         ("modality", "has modality CT; this service analyses MR"),
         ("sizes", r"mixes image sizes \[\(64, 64\), \(117, 99\)\]"),
         ("orientation", r"mixes image orientations \(0020,0037\)"),
@@ -405,8 +492,8 @@ def test_a_job_waits_while_triton_is_away_and_finishes_when_it_is_back(
     assert done["result"]["proposals_note"].startswith("No annotation project")
 
 
-class _StowGate:
-    """An ASGI proxy to the imaging service that answers every STOW-RS with 503 while ``closed``."""
+class _PostGate:
+    """An ASGI proxy to a service that answers every POST (STOW-RS, bulk create) with 503 while ``closed``."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -439,21 +526,28 @@ class _StowGate:
         await send({"type": "http.response.body", "body": content})
 
 
+def _run_behind_a_gate(
+    own_queue: OwnQueue, series: BrainSeries, upstream: str, setting: str, prefix: str, name: str, **overrides: Any
+) -> dict[str, Any]:
+    """Run a job with ``upstream`` behind a :class:`_PostGate`: see it wait on 503s, open the gate, finish."""
+    gate = _PostGate(upstream)
+    with (
+        LiveServer(gate) as proxy,  # type: ignore[arg-type]
+        own_queue.start(**{setting: f"{proxy.url}{prefix}"}, **overrides) as server,
+        own_queue.client(server) as api,
+    ):
+        job_id = _submit_and_see_it_wait(api, series, f"The {name} service answered 503")
+        assert gate.refused >= 2
+        gate.closed = False
+        return _wait(api, job_id, _finished)
+
+
 def test_a_job_waits_while_the_archive_refuses_results_and_stores_them_once_when_it_takes_them(
     own_queue: OwnQueue, dicomweb: DICOMwebClient
 ) -> None:
     series = brain_series(lesion=True, patient_id="RECON-STOW")
     _store(dicomweb, series.datasets)
-    gate = _StowGate(own_queue.imaging_url)
-    with (
-        LiveServer(gate) as proxy,  # type: ignore[arg-type]
-        own_queue.start(imaging_url=f"{proxy.url}/dicomweb") as server,
-        own_queue.client(server) as api,
-    ):
-        job_id = _submit_and_see_it_wait(api, series, "The imaging service answered 503")
-        assert gate.refused >= 2
-        gate.closed = False
-        done = _wait(api, job_id, _finished)
+    done = _run_behind_a_gate(own_queue, series, own_queue.imaging_url, "imaging_url", "/dicomweb", "imaging")
     assert done["status"] == "succeeded", done["error"]
     assert done["waiting"] is None
     found = dicomweb.search_for_series(series.study_uid, search_filters={"Modality": "SEG"})
@@ -462,6 +556,30 @@ def test_a_job_waits_while_the_archive_refuses_results_and_stores_them_once_when
     assert done["result"]["segmentation"]["series_uid"] in uids
     instances = dicomweb.search_for_instances(series.study_uid, done["result"]["parametric_map"]["series_uid"])
     assert len(instances) == 1  # stored once, not once per attempt
+
+
+def test_a_job_waits_while_the_annotation_service_refuses_proposals_and_creates_them_once(
+    own_queue: OwnQueue, dicomweb: DICOMwebClient, annotations_url: str, issuer: Issuer, project: str
+) -> None:
+    series = brain_series(lesion=True, patient_id="RECON-PROPOSE")
+    _store(dicomweb, series.datasets)
+    done = _run_behind_a_gate(
+        own_queue, series, annotations_url, "annotations_url", "/annotations/v1", "annotation",
+        proposals_project_id=project,
+    )  # fmt: skip
+    job_id = done["id"]
+    assert done["status"] == "succeeded", done["error"]
+    proposals = done["result"]["proposals"]
+    listed = httpx.get(
+        f"{annotations_url}/annotations/v1/annotations",
+        params={"project_id": project, "series_uid": series.series_uid},
+        headers=bearer(issuer.token("annotations.read", subject="lead")),
+        timeout=30,
+    ).json()["items"]
+    # (The suite's event-started job may have proposed on the same series too: only this job's count.)
+    ours = [item for item in listed if item["client_key"].startswith(f"reconstruction:{job_id}:")]
+    assert proposals
+    assert sorted(item["id"] for item in ours) == sorted(p["annotation_id"] for p in proposals)  # once each
 
 
 def test_submitting_needs_the_run_scope(api: httpx.Client, pipeline: str, issuer: Issuer) -> None:

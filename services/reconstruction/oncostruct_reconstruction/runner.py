@@ -37,7 +37,7 @@ import procrastinate
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from oncostruct_shared.dicomweb import DicomwebClient, first_value
-from oncostruct_shared.errors import OncoStructError, UpstreamUnavailable
+from oncostruct_shared.errors import OncoStructError, UpstreamError, UpstreamUnavailable
 from oncostruct_shared.http import raise_for_upstream, transport_error
 
 from .clients.triton import ModelInfo, TritonModelClient
@@ -130,9 +130,15 @@ class JobRunner:
         if not settings.auto_jobs or modality not in settings.auto_modalities or not wanted_part:
             log.info("series event ignored", extra={"modality": modality, "instances": instances})
             return
-        metadata = await self.imaging.series_metadata(study_uid, series_uid)
-        if not metadata or is_own_result(metadata):
-            return  # deleted meanwhile, or one of this service's results: never analysed
+        try:
+            metadata = await self.imaging.series_metadata(study_uid, series_uid)
+        except (UpstreamUnavailable, UpstreamError):
+            # The archive is away: the job is created unchecked rather than the event lost. It checks
+            # the series itself (refusing this service's own results), waiting for the archive first.
+            log.info("series event while the archive is away: job created unchecked")
+        else:
+            if not metadata or is_own_result(metadata):
+                return  # deleted meanwhile, or one of this service's results: never analysed
         job_id, queued = await self._create(study_uid, series_uid, settings.triton_model_version, None, "event")
         if queued:
             await self.enqueue(job_id)
