@@ -19,7 +19,8 @@ Every method also gets an operating point, as the service would run it: a
 threshold at the 99.99th percentile of its maps on the held-out normal slices
 (unposed, as the model's own threshold is calibrated) and the proposals made
 there (:func:`~oncostruct_reconstruction.model.regions.proposal_metrics`: found
-findings, proposal Dice, false proposals per slice).
+findings, proposal Dice, false proposals per slice), grown by the residual for the
+reconstruction methods as the service grows them.
 
 Writes ``results.json``, ``table.md`` and ``figure.png`` (input, reconstruction,
 anomaly map, ground truth per kind) under ``--out``.
@@ -52,6 +53,7 @@ from oncostruct_reconstruction.model.repository import ONNX_FILE, SHIPPED_ONNX
 from oncostruct_reconstruction.model.scoring import (
     THRESHOLD_QUANTILE,
     DissimilarityConfig,
+    calibrate_residual_threshold,
     calibrate_threshold,
     dissimilarity_map,
     gaussian_blur,
@@ -138,11 +140,16 @@ def pca_reconstruct(train: FloatArray, images: FloatArray, components: int) -> F
 
 
 def evaluate(
-    maps: FloatArray, data: TestSet, reconstructions: FloatArray | None = None, threshold: float | None = None
+    maps: FloatArray,
+    data: TestSet,
+    reconstructions: FloatArray | None = None,
+    threshold: float | None = None,
+    grow: npt.NDArray[np.bool_] | None = None,
 ) -> MethodResult:
     """Metrics overall and per kind (each kind's anomalous slices against all normal slices).
 
-    With a ``threshold``, also the proposals made at it, overall and per kind.
+    With a ``threshold``, also the proposals made at it, overall and per kind (growing into
+    ``grow``, ``(n, s, s)``, where given).
     """
     planes = maps.reshape(len(maps), *maps.shape[-2:])
     scores = slice_scores(planes, data.masks)
@@ -150,23 +157,35 @@ def evaluate(
     result = MethodResult(planes, reconstructions, detection_metrics(planes, data.truth, data.masks, scores))
     if threshold is not None:
         result.threshold = threshold
-        result.proposals = proposal_metrics(planes, data.truth, data.masks, threshold)
+        result.proposals = proposal_metrics(planes, data.truth, data.masks, threshold, grow)
     for kind in ANOMALY_KINDS:
         chosen = (kinds == kind) | (kinds == "normal")
         result.by_kind[kind] = detection_metrics(planes[chosen], data.truth[chosen], data.masks[chosen], scores[chosen])
         if threshold is not None:
             result.proposals_by_kind[kind] = proposal_metrics(
-                planes[chosen], data.truth[chosen], data.masks[chosen], threshold
+                planes[chosen],
+                data.truth[chosen],
+                data.masks[chosen],
+                threshold,
+                None if grow is None else grow[chosen],
             )
     return result
 
 
 def run_method(method: Method, heldout: SliceSet, data: TestSet) -> MethodResult:
-    """Evaluate ``method`` on ``data`` at its own threshold, calibrated on the held-out normal slices."""
-    normal_maps, _ = method(heldout.images)
+    """Evaluate ``method`` on ``data`` at its own thresholds, calibrated on the held-out normal slices.
+
+    A reconstruction method's proposals grow by its residual, as the service's do (``REGION_GROWTH``
+    ``residual``); the others' do not grow.
+    """
+    normal_maps, normal_reconstructions = method(heldout.images)
     threshold = calibrate_threshold(normal_maps.reshape(heldout.masks.shape), heldout.masks, THRESHOLD_QUANTILE)
     maps, reconstructions = method(data.images)
-    return evaluate(maps, data, reconstructions, threshold)
+    grow = None
+    if normal_reconstructions is not None and reconstructions is not None:
+        residual = calibrate_residual_threshold(heldout.images, normal_reconstructions, heldout.masks)
+        grow = np.abs(data.images - reconstructions)[:, 0] > residual
+    return evaluate(maps, data, reconstructions, threshold, grow)
 
 
 def train_onnx(

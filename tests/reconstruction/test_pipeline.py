@@ -195,7 +195,9 @@ def test_proposals_are_in_the_annotation_service_on_the_lesion(
     mask = mask.reshape(len(geometry["sop_instance_uids"]), geometry["rows"], geometry["columns"]).astype(bool)
     order = {str(ds.SOPInstanceUID): index for index, ds in enumerate(series.datasets)}
     truth = series.lesion[[order[uid] for uid in geometry["sop_instance_uids"]]]
-    assert (mask & truth).sum() >= 0.5 * mask.sum()
+    # Grown by the residual over the lesion's flat inside, where the map stays near the threshold.
+    assert (mask & truth).sum() >= 0.7 * mask.sum()
+    assert (mask & truth).sum() >= 0.8 * series.lesion.sum()
     assert best["scores"]["anomaly_peak"] == pytest.approx(proposals[0]["peak"])
 
 

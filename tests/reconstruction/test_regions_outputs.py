@@ -126,6 +126,38 @@ def test_hysteresis_takes_in_the_connected_part_between_the_two_levels_only() ->
         find_regions(anomaly, foreground, 0.5, low_fraction=0.0)
 
 
+def test_growth_gated_by_the_residual_follows_the_image_not_the_maps_halo() -> None:
+    # A smooth map around a flat finding: above the threshold on part of it, its halo above half the
+    # threshold far beyond it. The residual marks the finding itself (and a speck apart from it).
+    z, y, x = np.indices((5, 60, 60))
+    finding = (z == 2) & ((y - 30) ** 2 + (x - 30) ** 2 <= 8**2)
+    anomaly = (0.9 * np.exp(-((y - 30) ** 2 + (x - 30) ** 2) / (2 * 6.0**2)) * (z == 2)).astype(np.float32)
+    residual = finding.copy()
+    residual[2, 5, 5] = True
+    foreground = np.ones(anomaly.shape, bool)
+    (plain,) = find_regions(anomaly, foreground, 0.5, min_volume_mm3=4.0)
+    (halo,) = find_regions(anomaly, foreground, 0.5, min_volume_mm3=4.0, low_fraction=0.3)
+    (gated,) = find_regions(anomaly, foreground, 0.5, min_volume_mm3=4.0, low_fraction=0.3, grow=residual)
+    inside = {}
+    for name, region in (("plain", plain), ("halo", halo), ("gated", gated)):
+        z0, z1, y0, y1, x0, x1 = region.box
+        on = int((region.mask & finding[z0:z1, y0:y1, x0:x1]).sum())
+        inside[name] = (on / region.voxels, on / int(finding.sum()))  # precision, coverage
+    # (precision, coverage): on it, but two thirds of it; all of it and as much beside; it and nothing else
+    assert inside["plain"][0] > 0.99 > 0.7 > inside["plain"][1]
+    assert inside["halo"][1] > 0.99 > 0.6 > inside["halo"][0]
+    assert min(inside["gated"]) > 0.99
+    # The peak-fraction trim spares what the residual marks: the finding stays whole.
+    (trimmed,) = find_regions(
+        anomaly, foreground, 0.5, min_volume_mm3=4.0, peak_fraction=0.9, low_fraction=0.3, grow=residual
+    )
+    assert trimmed.voxels == gated.voxels
+    # A finding too small at the threshold does not grow into a proposal.
+    assert find_regions(anomaly, foreground, 0.85, min_volume_mm3=40.0, low_fraction=0.1, grow=residual) == []
+    with pytest.raises(ValueError, match="grow"):
+        find_regions(anomaly, foreground, 0.5, low_fraction=0.5, grow=residual[:2])
+
+
 def test_proposal_metrics_score_the_operating_point_slice_by_slice() -> None:
     maps = np.zeros((3, 30, 30), np.float32)
     truth = np.zeros(maps.shape, bool)
@@ -145,6 +177,16 @@ def test_proposal_metrics_score_the_operating_point_slice_by_slice() -> None:
     }
     with pytest.raises(ValueError, match="must match"):
         proposal_metrics(maps[:2], truth, masks, 0.5)
+    # Grown where the residual says so: the missed finding's slice gets nothing (no seed there); the
+    # found one's proposal spreads only over marked voxels above half the threshold.
+    faint = maps.copy()
+    faint[1, 20:25, 10:30] = 0.3
+    grow = np.zeros(maps.shape, bool)
+    grow[1, 20:25, 10:20] = True
+    grown = proposal_metrics(faint, truth, masks, 0.5, grow, low_fraction=0.5)
+    assert grown.dice == pytest.approx((2 * 100 / (250 + 100) + 0.0) / 2)
+    with pytest.raises(ValueError, match="grow"):
+        proposal_metrics(maps, truth, masks, 0.5, grow[:2])
 
 
 def test_outputs_are_the_same_objects_when_a_job_runs_again() -> None:

@@ -46,6 +46,10 @@ def test_train_from_nifti_folder_writes_checkpoint_log_and_model_version(normal_
     assert "dims: [ 1, 64, 64 ]" in config_text
     assert 'key: "mr_scaling" value: { string_value: "5,95:0.2,0.75" }' in config_text  # served as trained
     record = json.loads((tmp_path / "a" / "training_record.json").read_text())
+    # Both thresholds calibrated on the held-out slices, served under the version's own keys too.
+    assert 0 < record["residual_threshold"] < 1
+    for key in ("anomaly_threshold", "residual_threshold"):
+        assert f'key: "{key}@2" value: {{ string_value: "{record[key]:.6g}" }}' in config_text
     assert record["seed"] == 7
     assert record["training_slices"] > 0
     assert "--seed 7" in record["command"]

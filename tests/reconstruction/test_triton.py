@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,8 @@ async def test_calibrated_threshold_and_scaling_travel_with_the_model_config(tri
     trained_with = OnnxAnomalyModel(SHIPPED).metadata["training"]["config"]["mr_scaling"]
     assert info.mr_scaling == MrScaling(tuple(trained_with["percentiles"]), tuple(trained_with["targets"]))
     assert f'key: "mr_scaling" value: {{ string_value: "{info.mr_scaling.text()}" }}' in config
+    record = json.loads((SHIPPED.parent / "training_record.json").read_text())
+    assert (info.threshold, info.residual_threshold) == (record["anomaly_threshold"], record["residual_threshold"])
 
 
 def test_model_config_parameters_are_read_or_refused() -> None:
@@ -98,7 +101,14 @@ def test_model_config_parameters_are_read_or_refused() -> None:
     assert _model_info(listed, {"parameters": both}, "m").threshold == 0.5  # 10, not "3" (the last as text)
     assert _model_info(listed, {"parameters": both}, "m").version == "10"
     assert _model_info(listed, {"parameters": given}, "m", "3").threshold == 0.25  # no key of its own
-    for key, value, reason in (("mr_scaling", "2,98", "MR scaling"), ("anomaly_threshold", "high", "not a number")):
+    assert _model_info(metadata, {"parameters": given}, "m").residual_threshold is None  # no growth by residual
+    residual = {"residual_threshold@3": {"string_value": "0.16"}}
+    assert _model_info(listed, {"parameters": residual}, "m", "3").residual_threshold == 0.16
+    for key, value, reason in (
+        ("mr_scaling", "2,98", "MR scaling"),
+        ("anomaly_threshold", "high", "not a number"),
+        ("residual_threshold", "", "not a number"),
+    ):
         with pytest.raises(UpstreamError, match=f"Model m's {key} parameter.*{reason}"):
             _model_info(metadata, {"parameters": {key: {"string_value": value}}}, "m")
 

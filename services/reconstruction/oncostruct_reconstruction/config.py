@@ -15,6 +15,7 @@ from .model.repository import DEFAULT_REPOSITORY, SHIPPED_VERSION
 
 #: How the stored Parametric Map's pixel data is encoded (see :mod:`.outputs`).
 MapEncoding = Literal["jpeg-ls", "none"]
+RegionGrowth = Literal["residual", "map", "none"]
 
 
 class Settings(ServiceSettings):
@@ -54,19 +55,25 @@ class Settings(ServiceSettings):
     )
     min_region_mm3: float = Field(20.0, ge=0, description="Smallest abnormal region proposed, in cubic millimetres.")
     max_proposals: int = Field(20, ge=0, le=200, description="Most ROI proposals (and SEG segments) per series.")
+    region_growth: RegionGrowth = Field(
+        "residual",
+        description="How a proposal grows beyond where the map exceeds the threshold: `residual` (over connected "
+        "voxels above REGION_LOW_FRACTION of it whose residual |input − reconstruction| exceeds the model's "
+        "calibrated `residual_threshold`; no growth for a model without one), `map` (over any such voxels) or "
+        "`none`.",
+    )
     region_low_fraction: float = Field(
         LOW_FRACTION,
         gt=0,
         le=1,
-        description="A proposal's extent, by hysteresis: a region found above the threshold takes in the connected "
-        "voxels above this fraction of the threshold; 1 stops it at the threshold.",
+        description="The lowest map level a proposal grows into, as a fraction of the threshold.",
     )
     region_peak_fraction: float = Field(
         PEAK_FRACTION,
         ge=0,
         lt=1,
-        description="A proposal's extent: where the anomaly map also reaches this fraction of the region's peak; "
-        "0 keeps all of it.",
+        description="A proposal's extent: where the anomaly map also reaches this fraction of the region's peak "
+        "(voxels grown by the residual excepted); 0 keeps all of it.",
     )
     map_encoding: MapEncoding = Field(
         "jpeg-ls",

@@ -239,10 +239,15 @@ class JobRunner:
             prepared = await asyncio.to_thread(
                 prepare_series, volume.voxels, plan.modality, info.size, mr_scaling=info.mr_scaling
             )
-            output = await client.infer(prepared.slices)
+            # The reconstruction travels back only where proposals grow by the residual.
+            by_residual = self.settings.region_growth == "residual" and info.residual_threshold is not None
+            output = await client.infer(prepared.slices, reconstructions=by_residual)
         threshold = info.threshold if info.threshold is not None else self.settings.fallback_threshold
+        residuals = np.abs(prepared.slices - output.reconstructions) if by_residual else None
         async with self._stage(job, "scoring", 0.6, timings):
-            analysis = await asyncio.to_thread(self._score, output.maps, prepared.masks, volume, plan, threshold)
+            analysis = await asyncio.to_thread(
+                self._score, output.maps, prepared.masks, volume, plan, threshold, residuals, info.residual_threshold
+            )
         result.update(threshold=threshold, model=f"{info.name}@{info.version}")
         await set_job(
             self.sessionmaker, job.id, series_score=analysis.series_score, slice_scores=analysis.scores, result=result
@@ -265,10 +270,16 @@ class JobRunner:
         volume: SourceVolume,
         plan: SeriesPlan,
         threshold: float,
+        residuals: np.ndarray[Any, np.dtype[np.float32]] | None = None,
+        residual_threshold: float | None = None,
     ) -> Analysis:
         per_slice = slice_scores(maps, masks, self.settings.anomaly_top_fraction)
         anomaly = restore_slices(maps[:, 0], plan.rows, plan.columns)
         foreground = restore_slices(masks.astype(np.float32), plan.rows, plan.columns, order=0) > 0.5
+        grow = None
+        if residuals is not None and residual_threshold is not None:
+            grow = restore_slices(residuals[:, 0], plan.rows, plan.columns) > residual_threshold
+        grows = grow is not None or self.settings.region_growth == "map"
         regions = find_regions(
             anomaly,
             foreground,
@@ -277,7 +288,8 @@ class JobRunner:
             self.settings.min_region_mm3,
             self.settings.max_proposals,
             self.settings.region_peak_fraction,
-            self.settings.region_low_fraction,
+            self.settings.region_low_fraction if grows else 1.0,
+            grow,
         )
         scores = [
             {"sop_instance_uid": str(dataset.SOPInstanceUID), "score": round(float(score), 6)}

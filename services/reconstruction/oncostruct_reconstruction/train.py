@@ -33,7 +33,7 @@ from .model.inference import OnnxAnomalyModel
 from .model.platform import PlatformSource, platform_volumes
 from .model.preprocess import MrScaling
 from .model.repository import DEFAULT_MODEL_NAME, ServingConfig, write_model_repository
-from .model.scoring import THRESHOLD_QUANTILE, calibrate_threshold
+from .model.scoring import THRESHOLD_QUANTILE, calibrate_residual_threshold, calibrate_threshold
 from .model.volumes import folder_volumes, mni152_volume
 
 log = logging.getLogger("oncostruct.reconstruction.train")
@@ -260,13 +260,15 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
     }
     onnx_path = export_onnx(net, config.dissimilarity, args.out / "model.onnx", metadata={"training": record})
-    threshold = calibrate_model_threshold(onnx_path, calibration.images, calibration.masks)
+    threshold, residual = calibrate_model_thresholds(onnx_path, calibration.images, calibration.masks)
     record["anomaly_threshold"] = threshold
+    record["residual_threshold"] = residual
     (args.out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
     if args.repository is not None:
         serving = ServingConfig(
-            name=args.model_name, size=config.network.size, anomaly_threshold=threshold, mr_scaling=config.mr_scaling
-        )
+            name=args.model_name, size=config.network.size, anomaly_threshold=threshold, mr_scaling=config.mr_scaling,
+            residual_threshold=residual,
+        )  # fmt: skip
         model_dir = write_model_repository(args.repository, onnx_path, serving, version=args.model_version)
         (model_dir / str(args.model_version) / "training_record.json").write_text(json.dumps(record, indent=2) + "\n")
         log.info("exported to %s", model_dir)
@@ -274,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def calibrate_model_threshold(onnx_path: Path, images: npt.ArrayLike, masks: npt.ArrayLike) -> float:
-    """The exported model's voxel threshold: the :data:`THRESHOLD_QUANTILE` of its maps on normal foreground."""
-    maps, _ = OnnxAnomalyModel(onnx_path).run(images)
-    return round(calibrate_threshold(maps[:, 0], masks, THRESHOLD_QUANTILE), 6)
+def calibrate_model_thresholds(onnx_path: Path, images: npt.ArrayLike, masks: npt.ArrayLike) -> tuple[float, float]:
+    """The exported model's voxel threshold (the :data:`THRESHOLD_QUANTILE` of its maps on normal
+    foreground) and residual threshold (the
+    :data:`~oncostruct_reconstruction.model.scoring.RESIDUAL_QUANTILE` of |input − reconstruction| there)."""
+    maps, reconstructions = OnnxAnomalyModel(onnx_path).run(images)
+    threshold = calibrate_threshold(maps[:, 0], masks, THRESHOLD_QUANTILE)
+    return round(threshold, 6), round(calibrate_residual_threshold(images, reconstructions, masks), 6)
 
 
 if __name__ == "__main__":

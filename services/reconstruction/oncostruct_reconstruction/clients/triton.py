@@ -31,6 +31,7 @@ from ..model.repository import (
     MAP_NAME,
     MR_SCALING_PARAMETER,
     RECONSTRUCTION_NAME,
+    RESIDUAL_PARAMETER,
     THRESHOLD_PARAMETER,
     versioned,
 )
@@ -57,6 +58,9 @@ class ModelInfo:
         The MR scaling the model was trained with, from the config parameter ``mr_scaling``
         (absent: :data:`~oncostruct_reconstruction.model.preprocess.LEGACY_MR_SCALING`, what
         models trained before it was configurable used).
+    residual_threshold
+        Residual above which a voxel differs from the reconstruction, from the config parameter
+        ``residual_threshold`` (None if absent: proposals do not grow by the residual).
     """
 
     name: str
@@ -65,6 +69,7 @@ class ModelInfo:
     max_batch_size: int
     threshold: float | None = None
     mr_scaling: MrScaling = LEGACY_MR_SCALING
+    residual_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -247,13 +252,14 @@ def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str, req
         value = own if own is not None else parameters.get(key, {}).get("string_value")
         return None if value is None else str(value)
 
-    threshold_text = parameter(THRESHOLD_PARAMETER)
-    try:
-        threshold = float(threshold_text) if threshold_text is not None else None
-    except ValueError:
-        raise UpstreamError(
-            f"Model {name}'s {THRESHOLD_PARAMETER} parameter {threshold_text!r} is not a number."
-        ) from None
+    def number(key: str) -> float | None:
+        text = parameter(key)
+        try:
+            return float(text) if text is not None else None
+        except ValueError:
+            raise UpstreamError(f"Model {name}'s {key} parameter {text!r} is not a number.") from None
+
+    threshold, residual_threshold = number(THRESHOLD_PARAMETER), number(RESIDUAL_PARAMETER)
     scaling = parameter(MR_SCALING_PARAMETER)
     try:
         mr_scaling = MrScaling.parse(scaling) if scaling is not None else LEGACY_MR_SCALING
@@ -266,6 +272,7 @@ def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str, req
         max_batch_size=int(config.get("max_batch_size", 0)),
         threshold=threshold,
         mr_scaling=mr_scaling,
+        residual_threshold=residual_threshold,
     )
 
 

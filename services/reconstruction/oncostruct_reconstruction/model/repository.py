@@ -58,6 +58,10 @@ class ServingConfig:
         The MR intensity scaling the model was trained with (config parameter ``mr_scaling``;
         a model without it is served with
         :data:`~oncostruct_reconstruction.model.preprocess.LEGACY_MR_SCALING`).
+    residual_threshold
+        Residual |input − reconstruction| above which a voxel differs from its nearest normal image,
+        calibrated on the same slices (:func:`~oncostruct_reconstruction.model.scoring.calibrate_residual_threshold`;
+        config parameter ``residual_threshold``): where proposals may grow.
     """
 
     name: str
@@ -70,14 +74,17 @@ class ServingConfig:
     backend: str = "onnxruntime"
     anomaly_threshold: float | None = None
     mr_scaling: MrScaling | None = None
+    residual_threshold: float | None = None
 
 
 #: Name of the config parameter that carries the calibrated threshold.
 THRESHOLD_PARAMETER = "anomaly_threshold"
 #: Name of the config parameter that carries the MR scaling (:meth:`MrScaling.text`).
 MR_SCALING_PARAMETER = "mr_scaling"
+#: Name of the config parameter that carries the residual threshold.
+RESIDUAL_PARAMETER = "residual_threshold"
 #: The calibrated parameters, which differ between versions of one model.
-VERSIONED_PARAMETERS = (THRESHOLD_PARAMETER, MR_SCALING_PARAMETER)
+VERSIONED_PARAMETERS = (THRESHOLD_PARAMETER, MR_SCALING_PARAMETER, RESIDUAL_PARAMETER)
 
 
 def versioned(key: str, version: str | int) -> str:
@@ -121,10 +128,11 @@ def config_pbtxt(config: ServingConfig, versions: Mapping[str, Mapping[str, str]
 
 
 def calibrated_parameters(config: ServingConfig) -> dict[str, str]:
-    """The calibrated threshold and MR scaling of ``config``, where known, as parameter strings."""
+    """The calibrated thresholds and MR scaling of ``config``, where known, as parameter strings."""
     values = {
         THRESHOLD_PARAMETER: f"{config.anomaly_threshold:.6g}" if config.anomaly_threshold is not None else None,
         MR_SCALING_PARAMETER: config.mr_scaling.text() if config.mr_scaling is not None else None,
+        RESIDUAL_PARAMETER: f"{config.residual_threshold:.6g}" if config.residual_threshold is not None else None,
     }
     return {key: value for key, value in values.items() if value is not None}
 

@@ -215,6 +215,10 @@ def series_score(scores: npt.ArrayLike, top_slices: int = 3) -> SeriesScore:
 #: percentile (used before) let sharp models flag small regions in normal series (1 to 8 in the job
 #: tests' normal series, depending on the training run); at the 99.99th none of the runs did.
 THRESHOLD_QUANTILE = 0.9999
+#: Quantile of the held-out normal voxels' residuals |input − reconstruction| above which a voxel
+#: differs from its nearest normal image in the image itself (the growth mask of proposals,
+#: :func:`~oncostruct_reconstruction.model.regions.find_regions`).
+RESIDUAL_QUANTILE = 0.995
 
 
 def calibrate_threshold(maps: npt.ArrayLike, masks: npt.ArrayLike, quantile: float = 0.999) -> float:
@@ -238,3 +242,21 @@ def calibrate_threshold(maps: npt.ArrayLike, masks: npt.ArrayLike, quantile: flo
     if foreground.size == 0:
         raise ValueError("no foreground voxels to calibrate a threshold on")
     return float(np.quantile(foreground, quantile))
+
+
+def calibrate_residual_threshold(
+    images: npt.ArrayLike, reconstructions: npt.ArrayLike, masks: npt.ArrayLike, quantile: float = RESIDUAL_QUANTILE
+) -> float:
+    """The residual |image − reconstruction| that ``quantile`` of normal slices' foreground voxels stay below.
+
+    Parameters
+    ----------
+    images, reconstructions
+        ``(n, 1, s, s)`` normal (held-out) slices and the model's reconstructions of them.
+    masks
+        ``(n, s, s)`` foreground masks.
+    """
+    residuals = np.abs(np.asarray(images, dtype=np.float32) - np.asarray(reconstructions, dtype=np.float32))
+    return calibrate_threshold(
+        residuals.reshape(len(residuals), -1), np.asarray(masks).reshape(len(residuals), -1), quantile
+    )
