@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import socket
 import subprocess
@@ -440,6 +441,15 @@ class OwnQueue:
     def client(self, server: LiveServer) -> httpx.Client:
         return httpx.Client(base_url=server.url, headers=self.headers, timeout=60)
 
+    @contextlib.contextmanager
+    def start_waiting(self) -> Iterator[LiveServer]:
+        """The service with Triton hung (a listener that accepts and never answers): its jobs wait."""
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(16)
+            with self.start(triton_url=f"127.0.0.1:{silent.getsockname()[1]}", triton_timeout_s=1.0) as server:
+                yield server
+
 
 @pytest.fixture
 def own_queue(
@@ -475,16 +485,8 @@ def test_a_job_waits_while_triton_is_away_and_finishes_when_it_is_back(
 ) -> None:
     series = brain_series(slices=(40, 46), lesion=False, patient_id="RECON-WAIT")
     _store(dicomweb, series.datasets)
-    # A listener that accepts and never answers: Triton hung.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    try:
-        hung = f"127.0.0.1:{silent.getsockname()[1]}"
-        with own_queue.start(triton_url=hung, triton_timeout_s=1.0) as server, own_queue.client(server) as api:
-            job_id = _submit_and_see_it_wait(api, series, "did not answer")
-    finally:
-        silent.close()
+    with own_queue.start_waiting() as server, own_queue.client(server) as api:
+        job_id = _submit_and_see_it_wait(api, series, "did not answer")
     # The service restarts with Triton reachable: the same job, from the queue, finishes.
     with own_queue.start() as server, own_queue.client(server) as api:
         done = _wait(api, job_id, _finished)
@@ -492,6 +494,37 @@ def test_a_job_waits_while_triton_is_away_and_finishes_when_it_is_back(
     assert done["attempts"] >= 2
     assert done["waiting"] is None
     assert done["result"]["proposals_note"].startswith("No annotation project")
+
+
+def test_a_waiting_job_can_be_cancelled_and_is_started_again_when_submitted_again(
+    own_queue: OwnQueue, dicomweb: DICOMwebClient, issuer: Issuer
+) -> None:
+    series = brain_series(slices=(40, 46), lesion=False, patient_id="RECON-CANCEL")
+    _store(dicomweb, series.datasets)
+    with own_queue.start_waiting() as server, own_queue.client(server) as api:
+        job_id = _submit_and_see_it_wait(api, series, "did not answer")
+        reader = bearer(issuer.token("reconstruction.read"))
+        assert httpx.post(f"{server.url}{JOBS}/{job_id}/cancel", headers=reader).status_code == 403
+        cancelled = api.post(f"{JOBS}/{job_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        assert cancelled.json()["waiting"] is None
+        assert cancelled.json()["finished_at"] is not None
+        time.sleep(3)  # past the next retry (RETRY_MAX_S is 2 s here): nothing runs it again
+        later = api.get(f"{JOBS}/{job_id}").json()
+        assert (later["status"], later["attempts"]) == ("cancelled", cancelled.json()["attempts"])
+        assert api.post(f"{JOBS}/{job_id}/cancel").json()["status"] == "cancelled"  # again: unchanged
+        assert api.post(f"{JOBS}/{uuid.uuid4()}/cancel").status_code == 404
+    with own_queue.start() as server, own_queue.client(server) as api:
+        again = _submit(api, series.study_uid, series.series_uid)
+        assert again.status_code == 202, again.text
+        assert again.json()["id"] == job_id
+        done = _wait(api, job_id, _finished)
+        assert done["status"] == "succeeded", done["error"]
+        finished = api.post(f"{JOBS}/{job_id}/cancel")
+    assert finished.status_code == 409
+    assert finished.headers["content-type"].startswith("application/problem+json")
+    assert "has succeeded; only a queued or running job can be cancelled" in finished.json()["detail"]
 
 
 class _PostGate:

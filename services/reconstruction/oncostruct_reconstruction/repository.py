@@ -92,9 +92,37 @@ async def list_jobs(
 
 
 async def set_job(sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID, **values: Any) -> None:
-    """Update a job's columns in their own short transaction (progress is visible at once)."""
+    """Update a job's columns in their own short transaction (progress is visible at once).
+
+    A cancelled job is left as it is: a worker still running it writes nothing more.
+    """
     async with sessionmaker() as session:
         await session.execute(
-            update(JobRow).where(JobRow.id == job_id).values(updated_at=datetime.now().astimezone(), **values)
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status != JobStatus.cancelled.value)
+            .values(updated_at=datetime.now().astimezone(), **values)
         )
         await session.commit()
+
+
+#: States a job can be cancelled in.
+CANCELLABLE = (JobStatus.queued.value, JobStatus.running.value)
+
+
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Cancel a queued or running job; whether it was (False: it had finished, or was cancelled already)."""
+    now = datetime.now().astimezone()
+    cancelled = await session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status.in_(CANCELLABLE))
+        .values(status=JobStatus.cancelled.value, waiting=None, next_attempt_at=None, finished_at=now, updated_at=now)
+    )
+    await session.commit()
+    return bool(getattr(cancelled, "rowcount", 0))
+
+
+async def is_cancelled(sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> bool:
+    """Whether the job has been cancelled."""
+    async with sessionmaker() as session:
+        status = await session.scalar(select(JobRow.status).where(JobRow.id == job_id))
+    return status == JobStatus.cancelled.value

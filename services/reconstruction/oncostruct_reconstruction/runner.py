@@ -47,11 +47,20 @@ from .model.regions import Region, find_regions
 from .model.scoring import series_score, slice_scores
 from .models import JobRow
 from .outputs import ResultIdentity, parametric_map, segmentation
-from .repository import create_job, set_job
+from .repository import create_job, is_cancelled, set_job
 from .schemas import JobStatus
 from .series import SeriesPlan, SourceVolume, check_series, is_own_result, load_volume
 
 log = logging.getLogger("oncostruct.reconstruction.jobs")
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while it ran (raised between stages)."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+
+
 QUEUE = "reconstruction"
 RETRIEVE_URL = "00081190"
 
@@ -191,6 +200,8 @@ class JobRunner:
         work = self.settings.storage_path / "work" / job_id
         try:
             await self._analyse(job, work, timings)
+        except JobCancelled:
+            log.info("job cancelled", extra={"job_id": job_id})
         except UpstreamUnavailable as exc:
             attempts = job.attempts + 1
             delay = min(self.settings.retry_base_s * 2 ** min(attempts - 1, 30), self.settings.retry_max_s)
@@ -218,6 +229,9 @@ class JobRunner:
 
     @contextlib.asynccontextmanager
     async def _stage(self, job: JobRow, name: str, progress: float, timings: dict[str, float]) -> AsyncIterator[None]:
+        # Cancellation is cooperative: a cancelled job stops before its next stage.
+        if await is_cancelled(self.sessionmaker, job.id):
+            raise JobCancelled(job.id)
         await set_job(self.sessionmaker, job.id, stage=name, progress=progress)
         began = time.perf_counter()
         yield

@@ -15,7 +15,8 @@ UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 
 
 class JobStatus(StrEnum):
-    """Life cycle of a job: ``queued`` (also while waiting to retry) → ``running`` → ``succeeded`` | ``failed``."""
+    """Life cycle of a job: ``queued`` (also while waiting to retry) → ``running`` → ``succeeded`` | ``failed``;
+    ``cancelled`` from ``queued`` or ``running`` by ``POST /jobs/{id}/cancel``."""
 
     queued = "queued"
     running = "running"

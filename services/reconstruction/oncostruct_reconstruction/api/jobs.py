@@ -10,12 +10,12 @@ import httpx
 from fastapi import APIRouter, Query, Request, Response
 
 from oncostruct_shared.db import SessionDep
-from oncostruct_shared.errors import Invalid, Unprocessable, UpstreamUnavailable
+from oncostruct_shared.errors import Conflict, Invalid, Unprocessable, UpstreamUnavailable
 
 from ..clients.triton import ModelUnknown
 from ..config import Settings
 from ..deps import ReaderDep, RunnerDep
-from ..repository import find_job, get_job, list_jobs
+from ..repository import cancel_job, find_job, get_job, list_jobs
 from ..runner import JobRunner
 from ..schemas import UID_PATTERN, JobCreate, JobPage, JobPublic, JobStatus
 
@@ -116,4 +116,19 @@ async def list_(
 @router.get("/{job_id}", response_model=JobPublic)
 async def read(job_id: uuid.UUID, session: SessionDep, _: ReaderDep) -> JobPublic:
     """Read one job and its state."""
+    return JobPublic.model_validate(await get_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+async def cancel(job_id: uuid.UUID, session: SessionDep, _: RunnerDep) -> JobPublic:
+    """Cancel a queued or running job (a running one stops before its next stage; what it stored stays).
+
+    Cancelling a cancelled job returns it unchanged; a finished one is a 409. Submitting the same
+    series and model version again starts a cancelled job anew.
+    """
+    job = await get_job(session, job_id)
+    if job.status in (JobStatus.succeeded, JobStatus.failed):
+        raise Conflict(f"Job {job_id} has {job.status}; only a queued or running job can be cancelled.")
+    await cancel_job(session, job_id)
+    session.expire_all()
     return JobPublic.model_validate(await get_job(session, job_id))
