@@ -173,6 +173,30 @@ def test_a_lesion_scores_above_the_same_anatomy_without_it(
     assert job["result"]["segmentation"] is None  # nothing above threshold: no SEG
 
 
+def test_the_heads_end_caps_are_not_analysed_and_a_whole_normal_head_gets_no_proposal(
+    api: httpx.Client, dicomweb: DICOMwebClient
+) -> None:
+    # Every axial slice of the template, caps included: the model was trained without the caps.
+    series = brain_series(slices=(0, 91), lesion=False, patient_id="RECON-WHOLE-HEAD")
+    _store(dicomweb, series.datasets)
+    job = _wait(api, _submit(api, series.study_uid, series.series_uid).json()["id"], _finished)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["proposals"] == []
+    skipped = job["result"]["slices_not_analysed"]
+    assert 10 < skipped < 45
+    order = {str(ds.SOPInstanceUID): index for index, ds in enumerate(series.datasets)}
+    scores = [0.0] * len(order)
+    for item in job["slice_scores"]:
+        scores[order[item["sop_instance_uid"]]] = item["score"]
+    zero = [index for index, score in enumerate(scores) if score == 0]
+    assert len(zero) >= skipped
+    # Only the ends are left out: every slice from the first to the last analysed one has a score.
+    first, last = min(set(range(91)) - set(zero)), max(set(range(91)) - set(zero))
+    assert first > 0
+    assert last < 90
+    assert all(scores[index] > 0 for index in range(first, last + 1))
+
+
 def test_proposals_are_in_the_annotation_service_on_the_lesion(
     annotations_url: str, issuer: Issuer, project: str, lesion_job: tuple[BrainSeries, dict[str, Any]]
 ) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage  # type: ignore[import-untyped]
 
+from oncostruct_reconstruction.model.data import enough_foreground
 from oncostruct_reconstruction.model.preprocess import (
     LEGACY_MR_SCALING,
     MrScaling,
@@ -225,3 +226,14 @@ def test_resampling_slices_equals_scipy_zoom(order: int, rows: int, columns: int
         grid_mode=True, mode="grid-constant",
     )[:, :32, :32]  # fmt: skip
     assert _same_as_zoom(resample_slices(slices, 32, order=order), expected, order)
+
+
+def test_slices_with_too_little_foreground_are_the_ones_left_out() -> None:
+    masks = np.zeros((5, 10, 10), bool)
+    masks[1, :2, :2] = True  # 4 pixels: a cap
+    masks[2, :, :] = True  # 100: the largest
+    masks[3, :5, :5] = True  # 25: exactly a quarter
+    masks[4, :5, :4] = True  # 20
+    assert enough_foreground(masks).tolist() == [False, False, True, True, False]
+    assert enough_foreground(masks, 0.0).tolist() == [True] * 5  # 0: every slice, even an empty one
+    assert enough_foreground(np.zeros((2, 4, 4), bool), 0.25).tolist() == [False, False]

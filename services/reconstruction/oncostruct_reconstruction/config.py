@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from oncostruct_shared.settings import ServiceSettings
 
+from .model.data import MIN_FOREGROUND
 from .model.regions import LOW_FRACTION, PEAK_FRACTION
 from .model.repository import DEFAULT_REPOSITORY, SHIPPED_VERSION
 
@@ -52,6 +53,14 @@ class Settings(ServiceSettings):
     )
     analysable_modalities: tuple[str, ...] = Field(
         ("CT", "MR"), description="Modalities a job analyses (DICOM Modality values); others fail with a reason."
+    )
+    min_slice_foreground: float = Field(
+        MIN_FOREGROUND,
+        ge=0,
+        le=1,
+        description="Slices whose foreground is below this fraction of the series' largest are not analysed "
+        "(map 0, score 0): the shipped model was trained without the head's tiny end caps and flags them; "
+        "0 analyses every slice.",
     )
     min_region_mm3: float = Field(20.0, ge=0, description="Smallest abnormal region proposed, in cubic millimetres.")
     max_proposals: int = Field(20, ge=0, le=200, description="Most ROI proposals (and SEG segments) per series.")

@@ -42,6 +42,7 @@ from oncostruct_shared.http import raise_for_upstream, transport_error
 
 from .clients.triton import ModelInfo, TritonModelClient
 from .config import Settings
+from .model.data import enough_foreground
 from .model.preprocess import prepare_series, restore_slices
 from .model.regions import Region, find_regions
 from .model.scoring import series_score, slice_scores
@@ -73,6 +74,7 @@ class Analysis:
     scores: list[dict[str, Any]]
     series_score: float
     regions: list[Region]
+    not_analysed: int = 0
 
 
 class JobRunner:
@@ -262,7 +264,9 @@ class JobRunner:
             analysis = await asyncio.to_thread(
                 self._score, output.maps, prepared.masks, volume, plan, threshold, residuals, info.residual_threshold
             )
-        result.update(threshold=threshold, model=f"{info.name}@{info.version}")
+        result.update(
+            threshold=threshold, model=f"{info.name}@{info.version}", slices_not_analysed=analysis.not_analysed
+        )
         await set_job(
             self.sessionmaker, job.id, series_score=analysis.series_score, slice_scores=analysis.scores, result=result
         )
@@ -287,6 +291,9 @@ class JobRunner:
         residuals: np.ndarray[Any, np.dtype[np.float32]] | None = None,
         residual_threshold: float | None = None,
     ) -> Analysis:
+        # Slices of the kind the model was not trained on (the head's end caps) are not analysed.
+        analysed = enough_foreground(masks, self.settings.min_slice_foreground)
+        maps = np.where(analysed[:, None, None, None], maps, np.float32(0))
         per_slice = slice_scores(maps, masks, self.settings.anomaly_top_fraction)
         anomaly = restore_slices(maps[:, 0], plan.rows, plan.columns)
         foreground = restore_slices(masks.astype(np.float32), plan.rows, plan.columns, order=0) > 0.5
@@ -309,7 +316,7 @@ class JobRunner:
             {"sop_instance_uid": str(dataset.SOPInstanceUID), "score": round(float(score), 6)}
             for dataset, score in zip(volume.datasets, per_slice, strict=True)
         ]
-        return Analysis(anomaly, scores, round(series_score(per_slice).top_mean, 6), regions)
+        return Analysis(anomaly, scores, round(series_score(per_slice).top_mean, 6), regions, int((~analysed).sum()))
 
     async def _store_outputs(
         self,

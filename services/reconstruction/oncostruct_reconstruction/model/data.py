@@ -52,8 +52,24 @@ class SliceSet:
         return SliceSet(self.images[chosen], self.masks[chosen], self.volume[chosen], self.position[chosen])
 
 
+#: A slice is trained on (and analysed, by the service's default) if its foreground is at least this
+#: fraction of its series' largest slice foreground: the tiny caps at the ends of a head are mostly
+#: partial-volume edge, and a model never shown them flags them.
+MIN_FOREGROUND = 0.25
+
+
+def enough_foreground(masks: npt.ArrayLike, min_foreground: float = MIN_FOREGROUND) -> npt.NDArray[np.bool_]:
+    """Which of a series' ``(n, y, x)`` slice masks have at least ``min_foreground`` of its largest foreground."""
+    values = np.asarray(masks, dtype=bool)
+    area = values.reshape(len(values), -1).sum(axis=1)
+    return np.asarray(area >= min_foreground * max(int(area.max(initial=0)), 1))
+
+
 def slice_set(
-    volumes: Iterable[Volume], size: int, min_foreground: float = 0.25, mr_scaling: MrScaling = DEFAULT_MR_SCALING
+    volumes: Iterable[Volume],
+    size: int,
+    min_foreground: float = MIN_FOREGROUND,
+    mr_scaling: MrScaling = DEFAULT_MR_SCALING,
 ) -> SliceSet:
     """Prepared axial slices of ``volumes``, keeping slices with enough foreground.
 
@@ -73,8 +89,7 @@ def slice_set(
     images, masks, volume_ids, positions = [], [], [], []
     for index, volume in enumerate(volumes):
         prepared = prepare_series(volume.voxels, volume.modality, size, mr_scaling=mr_scaling)
-        area = prepared.masks.reshape(len(prepared.masks), -1).sum(axis=1)
-        keep = np.flatnonzero(area >= min_foreground * max(int(area.max()), 1))
+        keep = np.flatnonzero(enough_foreground(prepared.masks, min_foreground))
         images.append(prepared.slices[keep])
         masks.append(prepared.masks[keep])
         volume_ids.append(np.full(len(keep), index, dtype=np.int64))
