@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 from scipy import ndimage  # type: ignore[import-untyped]
 
 from oncostruct_reconstruction.model.preprocess import resample_slices, restore_slices
-from oncostruct_reconstruction.model.regions import find_regions, proposal_metrics
+from oncostruct_reconstruction.model.regions import find_regions, growth_slices, proposal_metrics
 from oncostruct_reconstruction.model.scoring import calibrate_threshold
 from oncostruct_reconstruction.outputs import ResultIdentity, parametric_map, segmentation
 from tests.imaging.factory import to_bytes
@@ -156,6 +156,20 @@ def test_growth_gated_by_the_residual_follows_the_image_not_the_maps_halo() -> N
     assert find_regions(anomaly, foreground, 0.85, min_volume_mm3=40.0, low_fraction=0.1, grow=residual) == []
     with pytest.raises(ValueError, match="grow"):
         find_regions(anomaly, foreground, 0.5, low_fraction=0.5, grow=residual[:2])
+
+
+def test_growth_slices_are_those_a_found_region_could_grow_over() -> None:
+    maps = np.zeros((16, 20, 20), np.float32)
+    maps[3:8, 5:10, 5:10] = 0.3  # between the levels on slices 3-7 …
+    maps[5, 6:8, 6:8] = 0.9  # … reaching the threshold on slice 5
+    maps[10:13, 5:10, 5:10] = 0.3  # between the levels only: nothing found there
+    maps[14, 0:3, 0:3] = 0.9  # found, but outside the foreground
+    foreground = np.ones(maps.shape, bool)
+    foreground[14] = False
+    assert growth_slices(maps, foreground, 0.5, 0.5).tolist() == [2, 3, 4, 5, 6, 7, 8]
+    assert growth_slices(maps, foreground, 0.5, 0.5, margin=0).tolist() == [3, 4, 5, 6, 7]
+    assert growth_slices(maps, foreground, 0.5, 1.0, margin=0).tolist() == [5]
+    assert growth_slices(maps, foreground, 1.0, 0.5).size == 0  # a normal series: nothing to fetch
 
 
 def test_proposal_metrics_score_the_operating_point_slice_by_slice() -> None:

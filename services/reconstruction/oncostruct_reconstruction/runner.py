@@ -44,7 +44,7 @@ from .clients.triton import ModelInfo, TritonModelClient
 from .config import Settings
 from .model.data import enough_foreground
 from .model.preprocess import prepare_series, restore_slices
-from .model.regions import Region, find_regions
+from .model.regions import Region, find_regions, growth_slices
 from .model.scoring import series_score, slice_scores
 from .models import JobRow
 from .outputs import ResultIdentity, parametric_map, segmentation
@@ -255,14 +255,18 @@ class JobRunner:
             prepared = await asyncio.to_thread(
                 prepare_series, volume.voxels, plan.modality, info.size, mr_scaling=info.mr_scaling
             )
-            # The reconstruction travels back only where proposals grow by the residual.
-            by_residual = self.settings.region_growth == "residual" and info.residual_threshold is not None
-            output = await client.infer(prepared.slices, reconstructions=by_residual)
-        threshold = info.threshold if info.threshold is not None else self.settings.fallback_threshold
-        residuals = np.abs(prepared.slices - output.reconstructions) if by_residual else None
+            output = await client.infer(prepared.slices)
+            # Slices of the kind the model was not trained on (the head's end caps) are not analysed.
+            analysed = enough_foreground(prepared.masks, self.settings.min_slice_foreground)
+            maps = np.where(analysed[:, None, None, None], output.maps, np.float32(0))
+            threshold = info.threshold if info.threshold is not None else self.settings.fallback_threshold
+            residuals = None
+            if self.settings.region_growth == "residual" and info.residual_threshold is not None:
+                # The reconstruction travels back only for the slices a region could grow over.
+                residuals = await self._residuals(client, prepared.slices, maps, prepared.masks, threshold)
         async with self._stage(job, "scoring", 0.6, timings):
             analysis = await asyncio.to_thread(
-                self._score, output.maps, prepared.masks, volume, plan, threshold, residuals, info.residual_threshold
+                self._score, maps, prepared.masks, analysed, volume, plan, threshold, residuals, info.residual_threshold
             )
         result.update(
             threshold=threshold, model=f"{info.name}@{info.version}", slices_not_analysed=analysis.not_analysed
@@ -281,19 +285,33 @@ class JobRunner:
         )  # fmt: skip
         log.info("job succeeded", extra={"job_id": str(job.id), "regions": len(analysis.regions)})
 
+    async def _residuals(
+        self,
+        client: TritonModelClient,
+        slices: np.ndarray[Any, np.dtype[np.float32]],
+        maps: np.ndarray[Any, np.dtype[np.float32]],
+        masks: np.ndarray[Any, np.dtype[np.bool_]],
+        threshold: float,
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """|input − reconstruction| on the slices regions could grow over (0 elsewhere)."""
+        residuals = np.zeros_like(slices)
+        wanted = growth_slices(maps[:, 0], masks, threshold, self.settings.region_low_fraction)
+        if wanted.size:
+            again = await client.infer(slices[wanted], reconstructions=True)
+            residuals[wanted] = np.abs(slices[wanted] - again.reconstructions)
+        return residuals
+
     def _score(
         self,
         maps: np.ndarray[Any, np.dtype[np.float32]],
         masks: np.ndarray[Any, np.dtype[np.bool_]],
+        analysed: np.ndarray[Any, np.dtype[np.bool_]],
         volume: SourceVolume,
         plan: SeriesPlan,
         threshold: float,
         residuals: np.ndarray[Any, np.dtype[np.float32]] | None = None,
         residual_threshold: float | None = None,
     ) -> Analysis:
-        # Slices of the kind the model was not trained on (the head's end caps) are not analysed.
-        analysed = enough_foreground(masks, self.settings.min_slice_foreground)
-        maps = np.where(analysed[:, None, None, None], maps, np.float32(0))
         per_slice = slice_scores(maps, masks, self.settings.anomaly_top_fraction)
         anomaly = restore_slices(maps[:, 0], plan.rows, plan.columns)
         foreground = restore_slices(masks.astype(np.float32), plan.rows, plan.columns, order=0) > 0.5

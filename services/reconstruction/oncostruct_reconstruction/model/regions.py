@@ -160,6 +160,26 @@ def find_regions(
     return regions[:max_regions]
 
 
+def growth_slices(
+    maps: npt.ArrayLike, foreground: npt.ArrayLike, threshold: float, low_fraction: float, margin: int = 1
+) -> npt.NDArray[np.int64]:
+    """The slices a region could grow over: those of the connected parts of ``maps > low_fraction × threshold``
+    (within ``foreground``) that reach the threshold somewhere, ``margin`` slices wider each way.
+
+    ``maps`` and ``foreground`` are ``(z, y, x)`` on the model's grid; the service fetches the
+    reconstruction (for the residual) of these slices only. A normal series has none.
+    """
+    values = np.asarray(maps, dtype=np.float32)
+    mask = np.asarray(foreground, dtype=bool)
+    labels, _ = ndimage.label((values > low_fraction * threshold) & mask, structure=np.ones((3, 3, 3), dtype=bool))
+    reaching = np.unique(labels[(values > threshold) & mask])
+    planes = np.flatnonzero(np.isin(labels, reaching[reaching > 0]).any(axis=(1, 2)))
+    if planes.size == 0:
+        return planes.astype(np.int64)
+    near = (planes[:, None] + np.arange(-margin, margin + 1)[None, :]).ravel()
+    return np.unique(near[(near >= 0) & (near < len(values))]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class ProposalMetrics:
     """What an annotator is shown at a threshold: the proposals of :func:`find_regions`, slice by slice.
