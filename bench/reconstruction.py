@@ -20,7 +20,8 @@ threshold at the 99.99th percentile of its maps on the held-out normal slices
 (unposed, as the model's own threshold is calibrated) and the proposals made
 there (:func:`~oncostruct_reconstruction.model.regions.proposal_metrics`: found
 findings, proposal Dice, false proposals per slice), grown by the residual for the
-reconstruction methods as the service grows them.
+reconstruction methods as the service grows them. The test's normal slices are the
+calibration slices posed and re-contrasted, so false proposals on them are a lower bound.
 
 Writes ``results.json``, ``table.md`` and ``figure.png`` (input, reconstruction,
 anomaly map, ground truth per kind) under ``--out``.

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from oncostruct_reconstruction.models import JobRow
+from oncostruct_reconstruction.repository import cancel_job, create_job, set_job, superseded
 from tests.support import Issuer, PostgresServer, bearer
 
 BASE = "/reconstruction/v1/jobs"
@@ -64,3 +68,40 @@ def test_errors_are_problem_details(api: httpx.Client, path: str, params: dict[s
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == status
+
+
+async def test_a_run_writes_only_while_it_is_the_jobs_current_run(
+    reconstruction_url: str, postgres: PostgresServer
+) -> None:
+    engine = create_async_engine(
+        postgres.url("test_reconstruction"), connect_args={"server_settings": {"search_path": "reconstruction"}}
+    )
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    values = {
+        "study_instance_uid": "1.2.9", "series_instance_uid": f"1.2.9.{uuid.uuid4().int % 10**9}",
+        "model_name": "nnr", "model_version": "1", "project_id": None, "trigger": "api", "created_by": "tester",
+    }  # fmt: skip
+    try:
+        async with maker() as session:
+            job_id, queued = await create_job(session, values)
+        assert queued
+        run = datetime.now(UTC)
+        assert await set_job(maker, job_id, status="running", started_at=run)
+        assert await set_job(maker, job_id, run=run, stage="inferring")
+        assert not await superseded(maker, job_id, run)
+        async with maker() as session:
+            assert await cancel_job(session, job_id)
+            assert not await cancel_job(session, job_id)  # once
+        assert await superseded(maker, job_id, run)
+        assert not await set_job(maker, job_id, run=run, status="succeeded")  # the stopping run writes nothing
+        async with maker() as session:
+            again, queued = await create_job(session, values)  # submitted again: started anew
+        assert (again, queued) == (job_id, True)
+        assert await superseded(maker, job_id, run)  # the old run, still going, is not the job's run any more
+        assert not await set_job(maker, job_id, run=run, status="failed", error="from the old run")
+        async with maker() as session:
+            row = await session.get(JobRow, job_id)
+        assert row is not None
+        assert (row.status, row.error, row.started_at) == ("queued", None, None)
+    finally:
+        await engine.dispose()

@@ -20,6 +20,7 @@ from oncostruct_reconstruction.model.repository import (
     MAP_NAME,
     RECONSTRUCTION_NAME,
     ServingConfig,
+    config_pbtxt,
     read_version_parameters,
     write_model_repository,
 )
@@ -209,6 +210,20 @@ def test_a_config_from_before_versioned_keys_belongs_to_its_newest_version() -> 
         "10": {"anomaly_threshold": "0.18", "mr_scaling": "5,95:0.2,0.75"}
     }
     assert read_version_parameters(text, []) == {}
+
+
+def test_rewriting_the_version_a_legacy_config_describes_does_not_give_its_values_to_another(tmp_path: Path) -> None:
+    onnx_file = tmp_path / "exported.onnx"
+    onnx_file.write_bytes(b"onnx")
+    folder = tmp_path / "repo" / "m"
+    for version in ("2", "3"):
+        (folder / version).mkdir(parents=True)
+    legacy = ServingConfig(name="m", size=32, anomaly_threshold=0.18)
+    (folder / CONFIG_FILE).write_text(config_pbtxt(legacy))  # plain keys only: version 3's
+    write_model_repository(tmp_path / "repo", onnx_file, dataclasses.replace(legacy, anomaly_threshold=0.2), 3)
+    assert read_version_parameters((folder / CONFIG_FILE).read_text(), ["2", "3"]) == {
+        "3": {"anomaly_threshold": "0.2"}
+    }
 
 
 def test_model_repository_layout(tmp_path: Path) -> None:

@@ -466,12 +466,13 @@ class OwnQueue:
         return httpx.Client(base_url=server.url, headers=self.headers, timeout=60)
 
     @contextlib.contextmanager
-    def start_waiting(self) -> Iterator[LiveServer]:
+    def start_waiting(self, **overrides: Any) -> Iterator[LiveServer]:
         """The service with Triton hung (a listener that accepts and never answers): its jobs wait."""
         with socket.socket() as silent:
             silent.bind(("127.0.0.1", 0))
             silent.listen(16)
-            with self.start(triton_url=f"127.0.0.1:{silent.getsockname()[1]}", triton_timeout_s=1.0) as server:
+            hung = f"127.0.0.1:{silent.getsockname()[1]}"
+            with self.start(triton_url=hung, triton_timeout_s=1.0, **overrides) as server:
                 yield server
 
 
@@ -525,8 +526,11 @@ def test_a_waiting_job_can_be_cancelled_and_is_started_again_when_submitted_agai
 ) -> None:
     series = brain_series(slices=(40, 46), lesion=False, patient_id="RECON-CANCEL")
     _store(dicomweb, series.datasets)
-    with own_queue.start_waiting() as server, own_queue.client(server) as api:
-        job_id = _submit_and_see_it_wait(api, series, "did not answer")
+    # Its next attempt is five minutes away: cancelling withdraws it, or the job submitted again would wait for it.
+    with own_queue.start_waiting(retry_base_s=300, retry_max_s=300) as server, own_queue.client(server) as api:
+        response = _submit(api, series.study_uid, series.series_uid)
+        job_id = response.json()["id"]
+        _wait(api, job_id, lambda job: job["attempts"] >= 1 and "did not answer" in (job["waiting"] or ""))
         reader = bearer(issuer.token("reconstruction.read"))
         assert httpx.post(f"{server.url}{JOBS}/{job_id}/cancel", headers=reader).status_code == 403
         cancelled = api.post(f"{JOBS}/{job_id}/cancel")
@@ -534,7 +538,6 @@ def test_a_waiting_job_can_be_cancelled_and_is_started_again_when_submitted_agai
         assert cancelled.json()["status"] == "cancelled"
         assert cancelled.json()["waiting"] is None
         assert cancelled.json()["finished_at"] is not None
-        time.sleep(3)  # past the next retry (RETRY_MAX_S is 2 s here): nothing runs it again
         later = api.get(f"{JOBS}/{job_id}").json()
         assert (later["status"], later["attempts"]) == ("cancelled", cancelled.json()["attempts"])
         assert api.post(f"{JOBS}/{job_id}/cancel").json()["status"] == "cancelled"  # again: unchanged
@@ -543,7 +546,7 @@ def test_a_waiting_job_can_be_cancelled_and_is_started_again_when_submitted_agai
         again = _submit(api, series.study_uid, series.series_uid)
         assert again.status_code == 202, again.text
         assert again.json()["id"] == job_id
-        done = _wait(api, job_id, _finished)
+        done = _wait(api, job_id, _finished, timeout=120)  # well before the withdrawn attempt's time
         assert done["status"] == "succeeded", done["error"]
         finished = api.post(f"{JOBS}/{job_id}/cancel")
     assert finished.status_code == 409

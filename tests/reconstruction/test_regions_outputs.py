@@ -156,6 +156,12 @@ def test_growth_gated_by_the_residual_follows_the_image_not_the_maps_halo() -> N
     assert find_regions(anomaly, foreground, 0.85, min_volume_mm3=40.0, low_fraction=0.1, grow=residual) == []
     with pytest.raises(ValueError, match="grow"):
         find_regions(anomaly, foreground, 0.5, low_fraction=0.5, grow=residual[:2])
+    # No smallest size: a part between the levels that reaches no voxel above the threshold is still no region.
+    apart = np.zeros((1, 8, 8), np.float32)
+    apart[0, 1, 1], apart[0, 5, 5] = 0.6, 2.0
+    assert [
+        r.voxels for r in find_regions(apart, np.ones(apart.shape, bool), 1.0, min_volume_mm3=0.0, low_fraction=0.5)
+    ] == [1]
 
 
 def test_growth_slices_are_those_a_found_region_could_grow_over() -> None:

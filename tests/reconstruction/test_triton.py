@@ -100,7 +100,11 @@ def test_model_config_parameters_are_read_or_refused() -> None:
     assert _model_info(listed, {"parameters": both}, "m", "3").threshold == 0.3
     assert _model_info(listed, {"parameters": both}, "m").threshold == 0.5  # 10, not "3" (the last as text)
     assert _model_info(listed, {"parameters": both}, "m").version == "10"
-    assert _model_info(listed, {"parameters": given}, "m", "3").threshold == 0.25  # no key of its own
+    assert _model_info(listed, {"parameters": given}, "m", "3").threshold == 0.25  # a config from before versions
+    # Once keys are versioned, a version without its own has no calibration rather than another version's.
+    others = {"anomaly_threshold": {"string_value": "0.5"}, "anomaly_threshold@10": {"string_value": "0.5"}}
+    bare = _model_info(listed, {"parameters": others}, "m", "3")
+    assert (bare.threshold, bare.mr_scaling) == (None, LEGACY_MR_SCALING)
     assert _model_info(metadata, {"parameters": given}, "m").residual_threshold is None  # no growth by residual
     residual = {"residual_threshold@3": {"string_value": "0.16"}}
     assert _model_info(listed, {"parameters": residual}, "m", "3").residual_threshold == 0.16

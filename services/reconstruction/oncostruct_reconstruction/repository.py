@@ -67,6 +67,7 @@ async def create_job(session: AsyncSession, values: dict[str, Any]) -> tuple[uui
             progress=0.0,
             stage=None,
             next_attempt_at=None,
+            started_at=None,  # a run of it still going (cancelled meanwhile) no longer matches: it stops
             finished_at=None,
             updated_at=datetime.now().astimezone(),
         )
@@ -91,18 +92,22 @@ async def list_jobs(
     return list((await session.scalars(query)).all())
 
 
-async def set_job(sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID, **values: Any) -> None:
-    """Update a job's columns in their own short transaction (progress is visible at once).
+async def set_job(
+    sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID, run: datetime | None = None, **values: Any
+) -> bool:
+    """Update a job's columns in their own short transaction (progress is visible at once); whether it was.
 
-    A cancelled job is left as it is: a worker still running it writes nothing more.
+    A cancelled job is left as it is. With ``run`` (the ``started_at`` a worker's run wrote), only
+    while the job is still that run: once it is cancelled or started again, the old run writes
+    nothing more.
     """
+    query = update(JobRow).where(JobRow.id == job_id, JobRow.status != JobStatus.cancelled.value)
+    if run is not None:
+        query = query.where(JobRow.started_at == run)
     async with sessionmaker() as session:
-        await session.execute(
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status != JobStatus.cancelled.value)
-            .values(updated_at=datetime.now().astimezone(), **values)
-        )
+        done = await session.execute(query.values(updated_at=datetime.now().astimezone(), **values))
         await session.commit()
+    return bool(getattr(done, "rowcount", 0))
 
 
 #: States a job can be cancelled in.
@@ -121,8 +126,8 @@ async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> bool:
     return bool(getattr(cancelled, "rowcount", 0))
 
 
-async def is_cancelled(sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> bool:
-    """Whether the job has been cancelled."""
+async def superseded(sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID, run: datetime) -> bool:
+    """Whether the run that wrote ``started_at = run`` is over: the job was cancelled or started again."""
     async with sessionmaker() as session:
-        status = await session.scalar(select(JobRow.status).where(JobRow.id == job_id))
-    return status == JobStatus.cancelled.value
+        row = (await session.execute(select(JobRow.status, JobRow.started_at).where(JobRow.id == job_id))).one_or_none()
+    return row is None or row.status == JobStatus.cancelled.value or row.started_at != run

@@ -48,7 +48,7 @@ from .model.regions import Region, find_regions, growth_slices
 from .model.scoring import series_score, slice_scores
 from .models import JobRow
 from .outputs import ResultIdentity, parametric_map, segmentation
-from .repository import create_job, is_cancelled, set_job
+from .repository import create_job, set_job, superseded
 from .schemas import JobStatus
 from .series import SeriesPlan, SourceVolume, check_series, is_own_result, load_volume
 
@@ -184,6 +184,13 @@ class JobRunner:
             await self.enqueue(job_id)
         return job_id, queued
 
+    async def withdraw(self, job_id: uuid.UUID) -> None:
+        """Delete the job's pending (not yet started) run, so that a new request can queue one at once."""
+        manager = self.queue.job_manager
+        for pending in await manager.list_jobs_async(queueing_lock=f"job:{job_id}", status="todo"):
+            if pending.id is not None:
+                await manager.cancel_job_by_id_async(pending.id, delete_job=True)
+
     # --- running ----------------------------------------------------------------
 
     async def run(self, job_id: str) -> None:
@@ -193,48 +200,54 @@ class JobRunner:
             job = await session.get(JobRow, identifier)
         if job is None or job.status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
             return
+        # This run's token: every write of it requires started_at to be still this value.
         started = datetime.now(UTC)
-        await set_job(
+        claimed = await set_job(
             self.sessionmaker, identifier, status=JobStatus.running.value, started_at=started, waiting=None,
             next_attempt_at=None, error=None,
         )  # fmt: skip
+        if not claimed:
+            return  # cancelled meanwhile
+        job.started_at = started
         timings: dict[str, float] = {}
-        work = self.settings.storage_path / "work" / job_id
+        # A folder of this run's own: a run started again beside a stopping one does not share it.
+        work = self.settings.storage_path / "work" / job_id / uuid.uuid4().hex
         try:
             await self._analyse(job, work, timings)
         except JobCancelled:
-            log.info("job cancelled", extra={"job_id": job_id})
+            log.info("job run stopped: cancelled or started again", extra={"job_id": job_id})
         except UpstreamUnavailable as exc:
             attempts = job.attempts + 1
             delay = min(self.settings.retry_base_s * 2 ** min(attempts - 1, 30), self.settings.retry_max_s)
-            await set_job(
-                self.sessionmaker, identifier, status=JobStatus.queued.value, attempts=attempts,
+            waits = await set_job(
+                self.sessionmaker, identifier, run=started, status=JobStatus.queued.value, attempts=attempts,
                 waiting=f"{exc.detail} Attempt {attempts + 1} in {delay:g} s.",
                 next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay), timings=timings,
             )  # fmt: skip
-            await self.enqueue(identifier, delay)
-            log.info("job waits", extra={"job_id": job_id, "attempts": attempts, "delay_s": delay})
+            if waits:
+                await self.enqueue(identifier, delay)
+                log.info("job waits", extra={"job_id": job_id, "attempts": attempts, "delay_s": delay})
         except OncoStructError as exc:
-            await self._fail(identifier, exc.detail, timings)
+            await self._fail(job, exc.detail, timings)
         except Exception:
             log.exception("job crashed", extra={"job_id": job_id})
-            await self._fail(identifier, f"Internal error while running job {job_id}; see the service log.", timings)
+            await self._fail(job, f"Internal error while running job {job_id}; see the service log.", timings)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
-    async def _fail(self, job_id: uuid.UUID, reason: str, timings: dict[str, float]) -> None:
+    async def _fail(self, job: JobRow, reason: str, timings: dict[str, float]) -> None:
         await set_job(
-            self.sessionmaker, job_id, status=JobStatus.failed.value, error=reason, finished_at=datetime.now(UTC),
-            timings=timings,
+            self.sessionmaker, job.id, run=job.started_at, status=JobStatus.failed.value, error=reason,
+            finished_at=datetime.now(UTC), timings=timings,
         )  # fmt: skip
-        log.info("job failed", extra={"job_id": str(job_id)})
+        log.info("job failed", extra={"job_id": str(job.id)})
 
     @contextlib.asynccontextmanager
     async def _stage(self, job: JobRow, name: str, progress: float, timings: dict[str, float]) -> AsyncIterator[None]:
-        # Cancellation is cooperative: a cancelled job stops before its next stage.
-        if await is_cancelled(self.sessionmaker, job.id):
+        # Cancellation is cooperative: a cancelled (or restarted) job's run stops before its next stage.
+        if job.started_at is None or await superseded(self.sessionmaker, job.id, job.started_at):
             raise JobCancelled(job.id)
-        await set_job(self.sessionmaker, job.id, stage=name, progress=progress)
+        await set_job(self.sessionmaker, job.id, run=job.started_at, stage=name, progress=progress)
         began = time.perf_counter()
         yield
         timings[name] = round(time.perf_counter() - began, 3)
@@ -272,16 +285,17 @@ class JobRunner:
             threshold=threshold, model=f"{info.name}@{info.version}", slices_not_analysed=analysis.not_analysed
         )
         await set_job(
-            self.sessionmaker, job.id, series_score=analysis.series_score, slice_scores=analysis.scores, result=result
-        )
+            self.sessionmaker, job.id, run=job.started_at, series_score=analysis.series_score,
+            slice_scores=analysis.scores, result=result,
+        )  # fmt: skip
         identity = ResultIdentity(job.id, info.name, info.version, job.created_at)
         async with self._stage(job, "storing results", 0.7, timings):
             await self._store_outputs(job, volume, analysis, identity, threshold, result)
         async with self._stage(job, "proposing", 0.9, timings):
             await self._propose(job, plan, volume, analysis, identity, result)
         await set_job(
-            self.sessionmaker, job.id, status=JobStatus.succeeded.value, stage="done", progress=1.0, result=result,
-            finished_at=datetime.now(UTC), timings=timings,
+            self.sessionmaker, job.id, run=job.started_at, status=JobStatus.succeeded.value, stage="done",
+            progress=1.0, result=result, finished_at=datetime.now(UTC), timings=timings,
         )  # fmt: skip
         log.info("job succeeded", extra={"job_id": str(job.id), "regions": len(analysis.regions)})
 
@@ -351,7 +365,7 @@ class JobRunner:
                 return
             dataset = await asyncio.to_thread(build)
             result[key] = await self._stow(job, dataset) if dataset is not None else None
-            await set_job(self.sessionmaker, job.id, result=result)
+            await set_job(self.sessionmaker, job.id, run=job.started_at, result=result)
 
         # Built and stored side by side: one object is encoded while the other travels to the archive. The
         # first failure cancels the other and is raised as itself, so the job's retry rules see what it was.
@@ -419,7 +433,7 @@ class JobRunner:
         for entry, annotation_id in zip(summary, response.json()["ids"], strict=True):
             entry["annotation_id"] = annotation_id
         result["proposals"] = summary
-        await set_job(self.sessionmaker, job.id, result=result)
+        await set_job(self.sessionmaker, job.id, run=job.started_at, result=result)
 
     def _proposal(
         self, job: JobRow, plan: SeriesPlan, volume: SourceVolume, region: Region, identity: ResultIdentity, number: int

@@ -120,15 +120,18 @@ async def read(job_id: uuid.UUID, session: SessionDep, _: ReaderDep) -> JobPubli
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-async def cancel(job_id: uuid.UUID, session: SessionDep, _: RunnerDep) -> JobPublic:
+async def cancel(job_id: uuid.UUID, request: Request, session: SessionDep, _: RunnerDep) -> JobPublic:
     """Cancel a queued or running job (a running one stops before its next stage; what it stored stays).
 
     Cancelling a cancelled job returns it unchanged; a finished one is a 409. Submitting the same
     series and model version again starts a cancelled job anew.
     """
-    job = await get_job(session, job_id)
-    if job.status in (JobStatus.succeeded, JobStatus.failed):
-        raise Conflict(f"Job {job_id} has {job.status}; only a queued or running job can be cancelled.")
-    await cancel_job(session, job_id)
+    await get_job(session, job_id)  # 404 first
+    if await cancel_job(session, job_id):
+        runner: JobRunner = request.app.state.jobs
+        await runner.withdraw(job_id)
     session.expire_all()
-    return JobPublic.model_validate(await get_job(session, job_id))
+    job = await get_job(session, job_id)
+    if job.status != JobStatus.cancelled:
+        raise Conflict(f"Job {job_id} has {job.status}; only a queued or running job can be cancelled.")
+    return JobPublic.model_validate(job)

@@ -246,10 +246,14 @@ def _model_info(metadata: dict[str, Any], config: dict[str, Any], name: str, req
     version = requested or (max(numbered, key=int) if numbered else (versions[-1] if versions else ""))
     parameters = config.get("parameters") or {}
 
+    # A config from before versioned keys describes its one version with the plain keys; once any key
+    # is versioned, a version without keys of its own has no calibration (not another version's).
+    legacy = not any("@" in str(key) for key in parameters)
+
     def parameter(key: str) -> str | None:
-        # This version's own calibration, or the plain key (a config from before versioned keys).
-        own = parameters.get(versioned(key, version), {}).get("string_value") if version else None
-        value = own if own is not None else parameters.get(key, {}).get("string_value")
+        value = parameters.get(versioned(key, version), {}).get("string_value") if version else None
+        if value is None and (legacy or not version):
+            value = parameters.get(key, {}).get("string_value")
         return None if value is None else str(value)
 
     def number(key: str) -> float | None:

@@ -136,7 +136,7 @@ def find_regions(
             continue
         inside = labels[where] == index
         found = inside & inner_seeds[where]
-        if found.sum() * voxel_mm3 < min_volume_mm3:  # too small at the threshold (or grown from nothing)
+        if not found.any() or found.sum() * voxel_mm3 < min_volume_mm3:  # grown from nothing, or too small
             continue
         peak = float(inner[where][found].max())
         if peak_fraction > 0:

@@ -187,9 +187,8 @@ def write_model_repository(repository: Path, onnx_file: Path, config: ServingCon
     """
     model_dir = repository / config.name
     config_file = model_dir / CONFIG_FILE
-    others = sorted(
-        (p.name for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit() and p.name != str(version)), key=int
-    )
+    existing = sorted((p.name for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()), key=int)
+    others = [name for name in existing if name != str(version)]
     kept: dict[str, dict[str, str]] = {}
     if config_file.exists():
         text = config_file.read_text()
@@ -199,7 +198,10 @@ def write_model_repository(repository: Path, onnx_file: Path, config: ServingCon
                 f"model {config.name} in {repository} takes {dims.group(1)}² slices (versions {', '.join(others)}); "
                 f"a {config.size}² model needs another model name"
             )
-        kept = read_version_parameters(text, others)
+        # Read over every version there, this one too, so that a legacy config's plain keys go to the
+        # version they were written for; this version's then give way to its new values.
+        kept = read_version_parameters(text, existing)
+        kept.pop(str(version), None)
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     target = version_dir / ONNX_FILE
