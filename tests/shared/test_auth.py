@@ -259,9 +259,11 @@ async def test_remembered_tokens_still_expire(jwks_server: JwksServer) -> None:
             JwksKeySource(jwks_server.url, client), issuer="https://issuer.test", audience="oncostruct",
             algorithms=["RS256"], leeway_seconds=0,
         )  # fmt: skip
-        token = _token(key, "k", "RS256", exp=int(time.time()) + 1)
+        # Two to three seconds to live (exp is whole seconds): enough for a loaded machine to verify it first.
+        expires = int(time.time()) + 3
+        token = _token(key, "k", "RS256", exp=expires)
         first = await verifier.verify(token)
         assert await verifier.verify(token) is first  # remembered, not verified again
-        await asyncio.sleep(1.6)
+        await asyncio.sleep(max(0.0, expires + 0.6 - time.time()))
         with pytest.raises(Unauthorized, match="expired"):
             await verifier.verify(token)
